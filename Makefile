@@ -1,0 +1,39 @@
+# repo — build, demo, tests, benchmarks. See README.md.
+GO      ?= go
+BIN     := bin/repo
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+# The shared benchmark harness (dataset generator, restic/borg timings).
+BENCH_SHARED ?= ../shared/bench
+
+.PHONY: all build demo test test-short vet bench bench-go bench-tools clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/repo
+
+# The main job end to end on a local repository under ./demo.
+demo: build
+	$(GO) build -o bin/gentree ./internal/gentree/cmd/gentree
+	./scripts/demo.sh
+
+# Everything CI runs: formatting, vet, all unit and end-to-end tests.
+test:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+# Go micro-benchmarks of the pipeline stages, then the shared dataset for
+# repo, restic and borg in one run (needs $(BENCH_SHARED)).
+bench: build bench-go bench-tools
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./chunk/ ./repo/pack/ ./repo/crypto/ ./index/ ./repo/ | tee bench/results/go-bench-$$(date +%Y%m%dT%H%M%S).txt
+
+bench-tools: build
+	./scripts/bench.sh
+
+clean:
+	rm -rf bin demo

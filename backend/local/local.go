@@ -1,0 +1,509 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"repo/backend"
+)
+
+var _ backend.Backend = (*Backend)(nil)
+
+// link is os.Link, replaced by tests to simulate a file system without
+// hard links.
+var link = os.Link
+
+// Backend is a repository in a local directory. It is safe for concurrent
+// use; it holds no open files between calls.
+type Backend struct {
+	location string // the directory as the user gave it, for messages
+	dir      string // the same directory made absolute, so a later chdir does not move the repository
+}
+
+const (
+	dirMode  = 0o700
+	fileMode = 0o400 // objects are immutable: read-only once published
+)
+
+// types lists the FileTypes that own a directory (all but ConfigFile).
+var types = []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.PackFile}
+
+// Create makes dir (with parents) and the repository's directory layout,
+// including the 256 data/xx directories, and returns a backend on it. dir
+// may exist already, empty or not: Create does not look for a config, the
+// repository layer does.
+func Create(dir string) (*Backend, error) {
+	b, err := newBackend(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range types {
+		if err := os.MkdirAll(filepath.Join(b.dir, t.String()), dirMode); err != nil {
+			return nil, fmt.Errorf("create repository %s: %w", dir, classify(err))
+		}
+	}
+	data := filepath.Join(b.dir, backend.PackFile.String())
+	for i := range 256 {
+		if err := os.Mkdir(filepath.Join(data, fmt.Sprintf("%02x", i)), dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("create repository %s: %w", dir, classify(err))
+		}
+	}
+	// Make the new directory entries durable: a Save's directory fsync does
+	// not cover the entries above it.
+	for _, d := range []string{data, b.dir, filepath.Dir(b.dir)} {
+		if err := syncDir(d); err != nil {
+			return nil, fmt.Errorf("create repository %s: %w", dir, err)
+		}
+	}
+	return b, nil
+}
+
+// Open returns a backend on the existing directory dir. A missing dir, or
+// one that is not a directory, is an error wrapping backend.ErrNotExist.
+func Open(dir string) (*Backend, error) {
+	b, err := newBackend(dir)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(b.dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("open repository %s: %w", dir, backend.ErrNotExist)
+	case err != nil:
+		return nil, fmt.Errorf("open repository %s: %w", dir, classify(err))
+	case !fi.IsDir():
+		return nil, fmt.Errorf("open repository %s: not a directory: %w", dir, backend.ErrNotExist)
+	}
+	return b, nil
+}
+
+func newBackend(dir string) (*Backend, error) {
+	if dir == "" {
+		return nil, backend.Permanent(errors.New("open repository: empty path"))
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", dir, err)
+	}
+	return &Backend{location: dir, dir: abs}, nil
+}
+
+// Location returns the directory as given to Create or Open.
+func (b *Backend) Location() string { return b.location }
+
+// Properties: hard links make Save exclusive; two connections keep a disk
+// busy without making it seek between many writers.
+func (b *Backend) Properties() backend.Properties {
+	return backend.Properties{ExclusiveCreate: true, Connections: 2}
+}
+
+// filename returns the path of h, which must be valid.
+func (b *Backend) filename(h backend.Handle) string {
+	switch h.Type {
+	case backend.ConfigFile:
+		return filepath.Join(b.dir, "config")
+	case backend.PackFile:
+		return filepath.Join(b.dir, h.Type.String(), h.Name[:2], h.Name)
+	}
+	return filepath.Join(b.dir, h.Type.String(), h.Name)
+}
+
+// copyStep is how much Save copies between two checks of ctx; large enough
+// that a 16 MiB pack takes few write calls.
+const copyStep = 1 << 20
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyStep); return &b }}
+
+// Save writes rd to a temporary file next to h's path and publishes it
+// under h's name; see the package documentation for the steps.
+func (b *Backend) Save(ctx context.Context, h backend.Handle, rd backend.RewindReader) error {
+	if err := h.Valid(); err != nil {
+		return backend.Permanent(fmt.Errorf("save: %w", err))
+	}
+	if err := b.save(ctx, h, rd); err != nil {
+		return fmt.Errorf("save %v: %w", h, err)
+	}
+	return nil
+}
+
+func (b *Backend) save(ctx context.Context, h backend.Handle, rd backend.RewindReader) (err error) {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	final := b.filename(h)
+	dir := filepath.Dir(final)
+
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if errors.Is(err, fs.ErrNotExist) && h.Type != backend.ConfigFile {
+		// data/xx (or a type directory) is missing, e.g. removed by
+		// hand: make it and try again.
+		if err := mkdirSynced(dir); err != nil {
+			return err
+		}
+		f, err = os.CreateTemp(dir, ".tmp-*")
+	}
+	if err != nil {
+		return classify(err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = f.Close() // may be closed already; only the first error matters
+			_ = os.Remove(tmp)
+		}
+	}()
+
+	if err := rd.Rewind(); err != nil {
+		return err
+	}
+	n, err := copyCtx(ctx, f, rd)
+	if err != nil {
+		return classify(err)
+	}
+	if n != rd.Length() {
+		return fmt.Errorf("reader yielded %d bytes, want %d", n, rd.Length())
+	}
+	if err := f.Sync(); err != nil {
+		return classify(err)
+	}
+	if err := f.Chmod(fileMode); err != nil {
+		return classify(err)
+	}
+	if err := f.Close(); err != nil {
+		return classify(err)
+	}
+	// Last chance to back out: after the link the object is visible.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := publish(tmp, final); err != nil {
+		return err
+	}
+	// If this fails the object is visible but maybe not durable; the
+	// error tells the caller not to rely on it (a retry sees ErrExists,
+	// which for content-addressed objects means the same content).
+	return syncDir(dir)
+}
+
+// publish makes tmp visible as final unless final exists. It removes tmp on
+// success; on error the caller removes it.
+func publish(tmp, final string) error {
+	err := link(tmp, final)
+	switch {
+	case err == nil:
+		// final holds the data now; a leftover tmp would only waste
+		// space, and List ignores it.
+		_ = os.Remove(tmp)
+		return nil
+	case errors.Is(err, fs.ErrExist):
+		return backend.ErrExists
+	case !linkUnsupported(err):
+		return classify(err)
+	}
+	// No hard links here: check, then rename. Not atomic against a
+	// concurrent Save of the same name; see the package documentation.
+	if _, err := os.Lstat(final); err == nil {
+		return backend.ErrExists
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return classify(err)
+	}
+	return classify(os.Rename(tmp, final))
+}
+
+// linkUnsupported reports whether os.Link failed because the file system
+// cannot hard-link (rather than because of the names involved).
+func linkUnsupported(err error) bool {
+	for _, e := range []error{syscall.EPERM, syscall.ENOTSUP, syscall.EOPNOTSUPP, syscall.EXDEV, syscall.EMLINK, syscall.ENOSYS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// copyCtx copies rd to w in steps of copyStep bytes, checking ctx before
+// each, and returns how many bytes were written.
+func copyCtx(ctx context.Context, w io.Writer, rd io.Reader) (int64, error) {
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	buf := *bufp
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		// Fill the whole buffer so that each write is large.
+		n, rerr := io.ReadFull(rd, buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return total, err
+			}
+			total += int64(n)
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return total, nil
+		case rerr != nil:
+			return total, fmt.Errorf("read: %w", rerr)
+		}
+	}
+}
+
+// Load opens h, seeks to offset and calls fn with a reader of at most
+// length bytes (all the rest when length is 0).
+func (b *Backend) Load(ctx context.Context, h backend.Handle, length int, offset int64, fn func(rd io.Reader) error) error {
+	if err := h.Valid(); err != nil {
+		return backend.Permanent(fmt.Errorf("load: %w", err))
+	}
+	if length < 0 || offset < 0 {
+		return backend.Permanent(fmt.Errorf("load %v: invalid range: length %d, offset %d", h, length, offset))
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("load %v: %w", h, err)
+	}
+	f, err := os.Open(b.filename(h))
+	if err != nil {
+		return fmt.Errorf("load %v: %w", h, notExist(err))
+	}
+	defer f.Close() // read-only: Close cannot lose data
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			return fmt.Errorf("load %v: %w", h, err)
+		}
+	}
+	var r io.Reader = f
+	if length > 0 {
+		r = io.LimitReader(f, int64(length))
+	}
+	return fn(&ctxReader{ctx: ctx, rd: r})
+}
+
+// Stat returns the size of h.
+func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
+	if err := h.Valid(); err != nil {
+		return backend.FileInfo{}, backend.Permanent(fmt.Errorf("stat: %w", err))
+	}
+	if err := ctx.Err(); err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat %v: %w", h, err)
+	}
+	fi, err := os.Stat(b.filename(h))
+	if err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat %v: %w", h, notExist(err))
+	}
+	return backend.FileInfo{Name: h.Name, Size: fi.Size()}, nil
+}
+
+// List walks t's directory (for packs, every data/xx directory). It shows
+// only regular files that a Handle of type t addresses: temporary files
+// (leading "."), stray names and misplaced packs are skipped, so every
+// listed name can be loaded.
+func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if err := t.Valid(); err != nil {
+		return backend.Permanent(fmt.Errorf("list: %w", err))
+	}
+	err := b.list(ctx, t, fn)
+	if stop, ok := err.(*errStop); ok {
+		return stop.err
+	}
+	if err != nil {
+		return fmt.Errorf("list %v: %w", t, err)
+	}
+	return nil
+}
+
+// errStop carries fn's error out of list so that List can return it
+// unchanged instead of wrapping it like its own errors.
+type errStop struct{ err error }
+
+func (e *errStop) Error() string { return e.err.Error() }
+
+func (b *Backend) list(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	switch t {
+	case backend.ConfigFile:
+		fi, err := os.Lstat(b.filename(backend.Handle{Type: t}))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return classify(err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil
+		}
+		if err := fn(backend.FileInfo{Size: fi.Size()}); err != nil {
+			return &errStop{err}
+		}
+		return nil
+	case backend.PackFile:
+		return b.listPacks(ctx, fn)
+	}
+	return b.listDir(ctx, filepath.Join(b.dir, t.String()), t, "", fn)
+}
+
+func (b *Backend) listPacks(ctx context.Context, fn func(backend.FileInfo) error) error {
+	data := filepath.Join(b.dir, backend.PackFile.String())
+	entries, err := os.ReadDir(data)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return classify(err)
+	}
+	for _, e := range entries {
+		// Only data/xx directories hold addressable packs.
+		if !e.IsDir() || len(e.Name()) != 2 || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := b.listDir(ctx, filepath.Join(data, e.Name()), backend.PackFile, e.Name(), fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listDir calls fn for every listable object in dir. prefix, when not
+// empty, is the two characters names must start with (the xx of a data/xx
+// directory).
+// A missing dir lists nothing. fn's error is returned unchanged.
+func (b *Backend) listDir(ctx context.Context, dir string, t backend.FileType, prefix string, fn func(backend.FileInfo) error) error {
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return classify(err)
+	}
+	defer d.Close()
+	for {
+		// Read in batches: a data/xx directory may hold thousands of packs.
+		entries, err := d.ReadDir(1024)
+		for _, e := range entries {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			name := e.Name()
+			if strings.HasPrefix(name, ".") || !e.Type().IsRegular() || !strings.HasPrefix(name, prefix) {
+				continue
+			}
+			if (backend.Handle{Type: t, Name: name}).Valid() != nil {
+				continue
+			}
+			fi, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // removed since ReadDir
+			}
+			if err != nil {
+				return classify(err)
+			}
+			if err := fn(backend.FileInfo{Name: name, Size: fi.Size()}); err != nil {
+				return &errStop{err}
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return classify(err)
+		}
+	}
+}
+
+// Remove deletes h and fsyncs its directory, so that a removal the caller
+// relied on (e.g. of a lock) survives a crash.
+func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
+	if err := h.Valid(); err != nil {
+		return backend.Permanent(fmt.Errorf("remove: %w", err))
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remove %v: %w", h, err)
+	}
+	name := b.filename(h)
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("remove %v: %w", h, notExist(err))
+	}
+	if err := syncDir(filepath.Dir(name)); err != nil {
+		return fmt.Errorf("remove %v: %w", h, err)
+	}
+	return nil
+}
+
+// Close does nothing: no file stays open between calls.
+func (b *Backend) Close() error { return nil }
+
+// notExist turns a missing file into backend.ErrNotExist (the message then
+// reads "load config: does not exist") and classifies other errors.
+func notExist(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return backend.ErrNotExist
+	}
+	return classify(err)
+}
+
+// classify marks errors that retrying cannot fix as permanent: a full disk
+// or quota, and denied access. nil stays nil.
+func classify(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return backend.Permanent(fmt.Errorf("disk is full: %w", err))
+	case errors.Is(err, fs.ErrPermission):
+		return backend.Permanent(err)
+	}
+	return err
+}
+
+// syncDir fsyncs a directory so that entries created or removed in it
+// survive a crash. File systems that cannot fsync a directory (EINVAL,
+// ENOTSUP) are accepted as they are.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return classify(err)
+	}
+	err = d.Sync()
+	cerr := d.Close()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory: %w", classify(err))
+	}
+	return classify(cerr)
+}
+
+// mkdirSynced makes dir and fsyncs its parent, so that a file later
+// published in dir is reachable after a crash. It makes only the last
+// element: a repository whose root was removed stays missing instead of
+// being recreated piecemeal. A concurrent Save may have made dir already.
+func mkdirSynced(dir string) error {
+	if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return classify(err)
+	}
+	return syncDir(filepath.Dir(dir))
+}
+
+// ctxReader fails reads once ctx is cancelled, so that a long Load stops
+// promptly.
+type ctxReader struct {
+	ctx context.Context
+	rd  io.Reader
+}
+
+func (r *ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.rd.Read(p)
+}

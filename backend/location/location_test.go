@@ -1,0 +1,113 @@
+package location
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"repo/backend"
+)
+
+func TestParse(t *testing.T) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		in      string
+		want    Location
+		wantErr string // a part of the error message; "" for success
+	}{
+		{"/srv/repo", Location{"local", "/srv/repo"}, ""},
+		{"/tmp/a:b", Location{"local", "/tmp/a:b"}, ""},
+		{"./x:y", Location{"local", "./x:y"}, ""},
+		{"../repo", Location{"local", "../repo"}, ""},
+		{".", Location{"local", "."}, ""},
+		{"repo", Location{"local", "repo"}, ""},
+		{"x/y:z", Location{"local", "x/y:z"}, ""},
+		{"a1:b", Location{"local", "a1:b"}, ""},
+		{"my-repo:2024", Location{"local", "my-repo:2024"}, ""},
+		{":x", Location{"local", ":x"}, ""},
+		{"~", Location{"local", home}, ""},
+		{"~/backups/repo", Location{"local", filepath.Join(home, "backups/repo")}, ""},
+		{"~other/repo", Location{"local", "~other/repo"}, ""},
+		{"local:/srv/repo", Location{"local", "/srv/repo"}, ""},
+		{"local:relative", Location{"local", "relative"}, ""},
+		{"local:foo:bar", Location{"local", "foo:bar"}, ""},
+		{"local:~/r", Location{"local", filepath.Join(home, "r")}, ""},
+		{"", Location{}, "no repository given (use -r or REPO_REPOSITORY)"},
+		{"local:", Location{}, "empty path"},
+		{"sftp:user@host:/srv/repo", Location{}, "backend sftp not supported yet"},
+		{"s3:bucket/prefix", Location{}, "backend s3 not supported yet"},
+		{"foo:bar", Location{}, `unknown backend "foo"`},
+		{"lcoal:/srv/repo", Location{}, `unknown backend "lcoal"`},
+		{"Local:/srv/repo", Location{}, `unknown backend "Local"`},
+	}
+	for _, tt := range tests {
+		got, err := Parse(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Parse(%q): got %+v, %v; want an error containing %q", tt.in, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestString(t *testing.T) {
+	for _, s := range []string{"local:/srv/repo", "local:/tmp/a:b", "local:repo"} {
+		loc, err := Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if loc.String() != s {
+			t.Errorf("Parse(%q).String() = %q", s, loc.String())
+		}
+		again, err := Parse(loc.String())
+		if err != nil || again != loc {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", loc.String(), again, err, loc)
+		}
+	}
+}
+
+func TestOpenCreate(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "a:b")
+	loc, err := Parse(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, loc); !errors.Is(err, backend.ErrNotExist) {
+		t.Fatalf("open before create: got %v, want ErrNotExist", err)
+	}
+	be, err := Create(ctx, loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := backend.Handle{Type: backend.KeyFile, Name: "k1"}
+	if err := be.Save(ctx, h, backend.NewByteReader([]byte("key"))); err != nil {
+		t.Fatal(err)
+	}
+	be2, err := Open(ctx, loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if be2.Location() != dir {
+		t.Errorf("Location() = %q, want %q", be2.Location(), dir)
+	}
+	if _, err := be2.Stat(ctx, h); err != nil {
+		t.Errorf("stat through a second Open: %v", err)
+	}
+
+	for _, fn := range []func(context.Context, Location) (backend.Backend, error){Open, Create} {
+		if _, err := fn(ctx, Location{Scheme: "foo", Path: "x"}); err == nil || !strings.Contains(err.Error(), "unknown backend") {
+			t.Errorf("scheme foo: got %v, want unknown backend", err)
+		}
+	}
+}

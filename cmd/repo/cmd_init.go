@@ -1,0 +1,75 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"repo/repo"
+)
+
+type initOptions struct {
+	insecureNoPassword bool
+	compression        string
+	packSizeMiB        int
+}
+
+func newInitCmd(g *globalOptions) *cobra.Command {
+	var o initOptions
+	c := &cobra.Command{
+		Use:   "init",
+		Short: "Create a new repository",
+		Long: `Create a new repository at -r. The password (REPO_PASSWORD,
+REPO_PASSWORD_FILE, --password-file, or a prompt) wraps a random master key;
+without it nothing in the repository can be read. A location that already
+holds a repository is refused and left unchanged.
+
+Examples:
+  repo init -r /srv/backup
+  REPO_PASSWORD_FILE=~/.repo-pw repo init -r /mnt/usb/repo
+  repo init -r ./test-repo --insecure-no-password
+
+Exit codes: 0 created, 1 error (including: a repository exists there), 2 usage.`,
+		Args: argsRange(0, 0),
+		RunE: func(c *cobra.Command, _ []string) error { return runInit(c, g, o) },
+	}
+	c.Flags().BoolVar(&o.insecureNoPassword, "insecure-no-password", false, "create an unencrypted repository (anyone with access to the storage can read it)")
+	c.Flags().StringVar(&o.compression, "compression", "auto", "default compression: auto, fastest, better, off")
+	c.Flags().IntVar(&o.packSizeMiB, "pack-size", 16, "target pack size in `MiB`")
+	return c
+}
+
+func runInit(c *cobra.Command, g *globalOptions, o initOptions) error {
+	ctx := c.Context()
+	if o.packSizeMiB < 1 || o.packSizeMiB > 1024 {
+		return usageError("--pack-size must be between 1 and 1024 MiB")
+	}
+	opts := repo.InitOptions{Insecure: o.insecureNoPassword, Compression: o.compression, PackSize: o.packSizeMiB << 20}
+	if !o.insecureNoPassword {
+		pw, err := g.password("enter a password for the new repository: ", true)
+		if err != nil {
+			return err
+		}
+		if pw == "" {
+			return usageError("empty password: give one, or use --insecure-no-password")
+		}
+		opts.Password = pw
+	}
+	be, err := g.backend(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	cfg, err := repo.Init(ctx, be, opts)
+	if err != nil {
+		return err
+	}
+	if g.json {
+		printJSON(g.out, map[string]any{"message_type": "summary", "id": cfg.ID, "location": be.Location(), "encrypted": cfg.Encrypted})
+		return nil
+	}
+	enc := "encrypted"
+	if !cfg.Encrypted {
+		enc = "UNENCRYPTED"
+	}
+	g.verbosef("created %s repository %s at %s", enc, cfg.ID[:8], be.Location())
+	return nil
+}

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"repo/backend"
+	"repo/backend/location"
+	"repo/repo"
+)
+
+// streams are where a command reads and writes; tests inject buffers.
+type streams struct {
+	in  io.Reader
+	out io.Writer
+	err io.Writer
+}
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	streams
+	repo         string
+	passwordFile string
+	cacheDir     string
+	noCache      bool
+	json         bool
+	quiet        bool
+}
+
+// run executes the command line args and returns the exit code.
+func run(ctx context.Context, args []string, s streams) int {
+	g := &globalOptions{streams: s}
+	root := newRootCmd(g)
+	root.SetArgs(args)
+	root.SetIn(s.in)
+	root.SetOut(s.out)
+	root.SetErr(s.err)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = context.Canceled
+		}
+		if g.json {
+			printJSON(s.out, map[string]any{"message_type": "exit_error", "code": exitCode(err), "message": err.Error()})
+		}
+		fmt.Fprintln(s.err, errorLine(err))
+	}
+	return exitCode(err)
+}
+
+func newRootCmd(g *globalOptions) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "repo",
+		Short: "Deduplicating, encrypted backups of files, streams and live databases",
+		Long: `repo backs up directories, dump streams and live databases into a
+content-addressed, deduplicating, encrypted repository.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 backup saved but some files were
+unreadable, 10 no repository at the location, 11 repository locked,
+12 wrong or missing password.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       versionString(),
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &codeError{exitUsage, fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	f := root.PersistentFlags()
+	f.StringVarP(&g.repo, "repo", "r", os.Getenv("REPO_REPOSITORY"), "repository `location` (env REPO_REPOSITORY): a path or local:PATH")
+	f.StringVar(&g.passwordFile, "password-file", os.Getenv("REPO_PASSWORD_FILE"), "read the password from `file` (env REPO_PASSWORD_FILE)")
+	f.StringVar(&g.cacheDir, "cache-dir", "", "local cache `directory` (default $XDG_CACHE_HOME/repo)")
+	f.BoolVar(&g.noCache, "no-cache", false, "use a temporary cache, removed on exit")
+	f.BoolVar(&g.json, "json", false, "print JSON, one object per line")
+	f.BoolVarP(&g.quiet, "quiet", "q", false, "print only errors and the result")
+	root.AddCommand(
+		newInitCmd(g),
+		newBackupCmd(g),
+		newSnapshotsCmd(g),
+		newLsCmd(g),
+		newRestoreCmd(g),
+		newDumpCmd(g),
+		newCheckCmd(g),
+		newVersionCmd(g),
+	)
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with exit code 2.
+func argsRange(min, max int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) < min || (max >= 0 && len(args) > max) {
+			switch {
+			case min == max:
+				return usageError("%s takes %d argument(s), got %d (see '%s --help')", c.Name(), min, len(args), c.CommandPath())
+			case max < 0:
+				return usageError("%s takes at least %d argument(s), got %d (see '%s --help')", c.Name(), min, len(args), c.CommandPath())
+			}
+			return usageError("%s takes %d to %d arguments, got %d (see '%s --help')", c.Name(), min, max, len(args), c.CommandPath())
+		}
+		return nil
+	}
+}
+
+// backend opens (or, with create, creates) the storage at -r.
+func (g *globalOptions) backend(ctx context.Context, create bool) (backend.Backend, error) {
+	if g.repo == "" {
+		return nil, usageError("no repository given: use -r/--repo or set REPO_REPOSITORY")
+	}
+	loc, err := location.Parse(g.repo)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	if create {
+		return location.Create(ctx, loc)
+	}
+	be, err := location.Open(ctx, loc)
+	if errors.Is(err, backend.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", g.repo, repo.ErrNoRepository)
+	}
+	return be, err
+}
+
+// password returns the repository password from, in order, REPO_PASSWORD,
+// the password file, or a prompt on the terminal.
+func (g *globalOptions) password(prompt string, confirm bool) (string, error) {
+	if pw, ok := os.LookupEnv("REPO_PASSWORD"); ok {
+		return pw, nil
+	}
+	if g.passwordFile != "" {
+		b, err := os.ReadFile(g.passwordFile)
+		if err != nil {
+			return "", fmt.Errorf("read password file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil || !term.IsTerminal(int(tty.Fd())) {
+		if tty != nil {
+			tty.Close()
+		}
+		return "", repo.ErrPasswordRequired
+	}
+	defer tty.Close()
+	ask := func(p string) (string, error) {
+		fmt.Fprint(tty, p)
+		b, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		return string(b), err
+	}
+	pw, err := ask(prompt)
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	if confirm {
+		again, err := ask("enter the password again: ")
+		if err != nil {
+			return "", fmt.Errorf("read password: %w", err)
+		}
+		if again != pw {
+			return "", &codeError{exitPassword, errors.New("the passwords do not match")}
+		}
+	}
+	return pw, nil
+}
+
+// cacheRoot is where the index caches live, or "" for a temporary one.
+func (g *globalOptions) cacheRoot() string {
+	if g.noCache {
+		return ""
+	}
+	if g.cacheDir != "" {
+		return g.cacheDir
+	}
+	if d := os.Getenv("REPO_CACHE_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "repo")
+	}
+	return ""
+}
+
+// openRepository opens the repository at -r and, when withIndex, brings
+// its index cache up to date. Every command that reads a repository opens
+// it here, so password, cache and (later) lock handling are the same for
+// all. The caller closes both returned values through the close func.
+func (g *globalOptions) openRepository(ctx context.Context, withIndex bool) (*repo.Repository, func(), error) {
+	be, err := g.backend(ctx, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := repo.Open(ctx, be, repo.OpenOptions{
+		Password: func() (string, error) { return g.password("enter the repository password: ", false) },
+		CacheDir: g.cacheRoot(),
+	})
+	if err != nil {
+		be.Close()
+		return nil, nil, err
+	}
+	closeAll := func() {
+		r.Close()
+		be.Close()
+	}
+	if withIndex {
+		if _, err := r.LoadIndex(ctx); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+	}
+	return r, closeAll, nil
+}
+
+// verbosef prints a progress or informational line unless --quiet or --json.
+func (g *globalOptions) verbosef(format string, args ...any) {
+	if g.quiet || g.json {
+		return
+	}
+	fmt.Fprintf(g.out, format+"\n", args...)
+}
+
+// warnf prints a warning line to stderr (or a JSON error object).
+func (g *globalOptions) warn(path string, err error) {
+	if g.json {
+		printJSON(g.out, map[string]any{"message_type": "error", "item": path, "error": err.Error()})
+		return
+	}
+	fmt.Fprintf(g.err, "error: %s: %v\n", path, err)
+}

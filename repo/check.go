@@ -1,0 +1,294 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"path"
+
+	"repo/backend"
+	"repo/chunk"
+	"repo/index"
+	"repo/repo/pack"
+)
+
+// Severity of a check finding.
+type Severity int
+
+// Severities: a Note is worth knowing but harms nothing (an unindexed pack
+// left by an interrupted backup); an Error means data is missing or damaged.
+const (
+	Note Severity = iota
+	Error
+)
+
+func (s Severity) String() string {
+	if s == Error {
+		return "error"
+	}
+	return "note"
+}
+
+// Finding is one problem check found.
+type Finding struct {
+	Severity Severity `json:"-"`
+	Level    string   `json:"severity"`
+	// Kind is what was checked: "config", "index", "pack", "snapshot",
+	// "tree", "file".
+	Kind string `json:"kind"`
+	// Object names it: a repository path, or a snapshot id and a path.
+	Object  string `json:"object"`
+	Message string `json:"message"`
+}
+
+// CheckOptions configure Check.
+type CheckOptions struct {
+	// ReadData also reads every pack, verifies its id, and decrypts,
+	// decompresses and re-hashes every blob.
+	ReadData bool
+}
+
+// CheckResult counts what Check looked at and found.
+type CheckResult struct {
+	IndexFiles int `json:"index_files"`
+	Packs      int `json:"packs"`
+	Blobs      int `json:"blobs"`
+	Snapshots  int `json:"snapshots"`
+	Trees      int `json:"trees"`
+	PacksRead  int `json:"packs_read"`
+	Errors     int `json:"errors"`
+	Notes      int `json:"notes"`
+}
+
+// checkPack is what the index says about one pack.
+type checkPack struct {
+	blobs []index.Blob
+	size  int64 // expected file size, derived from the entries
+	index chunk.ID
+}
+
+// Check verifies the repository without writing to it, and reports every
+// problem it finds to report (not just the first). The returned error is
+// for failures that stop the check itself (cancellation, a backend that
+// cannot list).
+func (r *Repository) Check(ctx context.Context, opts CheckOptions, report func(Finding)) (CheckResult, error) {
+	c := &checker{r: r, report: report, packs: map[chunk.ID]*checkPack{}, blobs: map[blobKey]index.PackedBlob{}, trees: map[chunk.ID]bool{}}
+	err := c.run(ctx, opts)
+	return c.res, err
+}
+
+type checker struct {
+	r      *Repository
+	report func(Finding)
+	res    CheckResult
+	packs  map[chunk.ID]*checkPack
+	blobs  map[blobKey]index.PackedBlob
+	trees  map[chunk.ID]bool // tree id -> checked
+}
+
+func (c *checker) find(sev Severity, kind, object, format string, args ...any) {
+	if sev == Error {
+		c.res.Errors++
+	} else {
+		c.res.Notes++
+	}
+	c.report(Finding{Severity: sev, Level: sev.String(), Kind: kind, Object: object, Message: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) run(ctx context.Context, opts CheckOptions) error {
+	// 1. Index files.
+	var ids []chunk.ID
+	if err := c.r.listIDs(ctx, backend.IndexFile, func(id chunk.ID) error {
+		ids = append(ids, id)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list index files: %w", err)
+	}
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f, err := c.r.LoadIndexFile(ctx, id)
+		if err != nil {
+			c.find(Error, "index", "index/"+id.String(), "%v", err)
+			continue
+		}
+		c.res.IndexFiles++
+		for _, p := range f.Packs {
+			if old, ok := c.packs[p.ID]; ok {
+				c.find(Note, "pack", packHandle(p.ID).String(), "listed in index files %s and %s", old.index.Short(), id.Short())
+				continue
+			}
+			cp := &checkPack{blobs: p.Blobs, index: id}
+			var end int64
+			for _, b := range p.Blobs {
+				end = max(end, int64(b.Offset)+int64(b.Length))
+				k := blobKey{b.Type, b.ID}
+				if _, ok := c.blobs[k]; !ok {
+					c.blobs[k] = index.PackedBlob{Blob: b, Pack: p.ID}
+				}
+			}
+			cp.size = end + pack.HeaderSize(c.r.sealer, len(p.Blobs))
+			c.packs[p.ID] = cp
+		}
+	}
+	c.res.Blobs = len(c.blobs)
+
+	// 2. Pack files against the index.
+	present := map[chunk.ID]int64{}
+	if err := c.r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		id, err := chunk.ParseID(fi.Name)
+		if err != nil {
+			c.find(Note, "pack", "data/"+fi.Name, "not a pack name")
+			return nil
+		}
+		present[id] = fi.Size
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	c.res.Packs = len(present)
+	for id, cp := range c.packs {
+		size, ok := present[id]
+		switch {
+		case !ok:
+			c.find(Error, "pack", packHandle(id).String(), "missing: %d blobs listed in index %s are lost", len(cp.blobs), cp.index.Short())
+		case size != cp.size:
+			c.find(Error, "pack", packHandle(id).String(), "size %d, the index expects %d", size, cp.size)
+		}
+	}
+	for id := range present {
+		if _, ok := c.packs[id]; !ok {
+			c.find(Note, "pack", packHandle(id).String(), "not in any index (left by an interrupted backup?)")
+		}
+	}
+
+	// 3. Snapshots and everything they reference.
+	var snIDs []chunk.ID
+	if err := c.r.listIDs(ctx, backend.SnapshotFile, func(id chunk.ID) error {
+		snIDs = append(snIDs, id)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	for _, id := range snIDs {
+		sn, err := c.r.LoadSnapshot(ctx, id)
+		if err != nil {
+			c.find(Error, "snapshot", "snapshots/"+id.String(), "%v", err)
+			continue
+		}
+		c.res.Snapshots++
+		if err := c.checkTree(ctx, sn, "/", sn.Tree); err != nil {
+			return err
+		}
+	}
+
+	// 4. Every byte, when asked.
+	if opts.ReadData {
+		for id, cp := range c.packs {
+			if _, ok := present[id]; !ok {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			c.readPack(ctx, id, cp)
+		}
+	}
+	return ctx.Err()
+}
+
+// checkTree checks tree id (at path p of snapshot sn) and below, each tree
+// once.
+func (c *checker) checkTree(ctx context.Context, sn *Snapshot, p string, id chunk.ID) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.trees[id] {
+		return nil
+	}
+	c.trees[id] = true
+	c.res.Trees++
+	obj := fmt.Sprintf("snapshot %s %s", sn.ID.Short(), p)
+	pb, ok := c.blobs[blobKey{index.TreeBlob, id}]
+	if !ok {
+		c.find(Error, "tree", obj, "tree %s is not in the index", id.Short())
+		return nil
+	}
+	if _, ok := c.packs[pb.Pack]; !ok {
+		return nil
+	}
+	buf, err := c.r.LoadBlobAt(ctx, pb, nil)
+	if err != nil {
+		c.find(Error, "tree", obj, "%v", err)
+		return nil
+	}
+	t, err := decodeTree(id, buf)
+	if err != nil {
+		c.find(Error, "tree", obj, "%v", err)
+		return nil
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		np := path.Join(p, n.Name)
+		switch n.Type {
+		case NodeDir:
+			if err := c.checkTree(ctx, sn, np, *n.Subtree); err != nil {
+				return err
+			}
+		case NodeFile:
+			missing := 0
+			for _, b := range n.Content {
+				if _, ok := c.blobs[blobKey{index.DataBlob, b}]; !ok {
+					missing++
+				}
+			}
+			if missing > 0 {
+				c.find(Error, "file", fmt.Sprintf("snapshot %s %s", sn.ID.Short(), np), "%d of %d data blobs are not in the index", missing, len(n.Content))
+			}
+		}
+	}
+	return nil
+}
+
+// readPack downloads one pack and verifies its id, its header against the
+// index, and every blob.
+func (c *checker) readPack(ctx context.Context, id chunk.ID, cp *checkPack) {
+	h := packHandle(id)
+	c.res.PacksRead++
+	data, err := backend.LoadAll(ctx, c.r.be, h, nil)
+	if err != nil {
+		c.find(Error, "pack", h.String(), "read: %v", err)
+		return
+	}
+	if got := chunk.Hash(data); got != id {
+		c.find(Error, "pack", h.String(), "content hashes to %s: the pack is damaged", got.Short())
+	}
+	hdr, err := pack.ParseHeader(c.r.sealer, data, int64(len(data)))
+	if err != nil {
+		c.find(Error, "pack", h.String(), "header: %v", err)
+	} else if len(hdr) != len(cp.blobs) {
+		c.find(Error, "pack", h.String(), "header lists %d blobs, the index %d", len(hdr), len(cp.blobs))
+	} else {
+		for i := range hdr {
+			if hdr[i] != cp.blobs[i] {
+				c.find(Error, "pack", h.String(), "header entry %d differs from the index", i)
+				break
+			}
+		}
+	}
+	var buf []byte
+	bad := 0
+	for _, b := range cp.blobs {
+		end := int64(b.Offset) + int64(b.Length)
+		if end > int64(len(data)) {
+			bad++
+			continue
+		}
+		if buf, err = c.r.openBlob(data[b.Offset:end], index.PackedBlob{Blob: b, Pack: id}, buf); err != nil {
+			bad++
+		}
+	}
+	if bad > 0 {
+		c.find(Error, "pack", h.String(), "%d of %d blobs are damaged", bad, len(cp.blobs))
+	}
+}

@@ -1,0 +1,358 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"repo/backend"
+	"repo/chunk"
+	"repo/index"
+	"repo/repo/pack"
+)
+
+// indexEveryPacks is how many uploaded packs a Saver collects before it
+// writes an index file, bounding what a crash can orphan and what the
+// process holds in memory.
+const indexEveryPacks = 32
+
+// Saver adds blobs to the repository: it dedups them against the index and
+// against what it saved already, encodes them on all cores, fills packs and
+// uploads them, and writes index files for uploaded packs. It implements
+// the write ordering: an index file is written only after every pack it
+// lists was saved. Safe for concurrent use. Call Finish once at the end;
+// nothing a Saver stored is referenced by the index before Finish (or a
+// periodic index write) returns.
+type Saver struct {
+	r      *Repository
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	encodeCh chan encodeJob
+	encodeWG sync.WaitGroup
+	uploadCh chan packJob
+	uploadWG sync.WaitGroup
+	// packBufs recycles data pack buffers once uploaded: without it every
+	// pack is a fresh 20 MiB allocation and the garbage doubles peak memory.
+	packBufs chan []byte
+
+	mu sync.Mutex
+	// reserved holds every blob this Saver accepted whose index file is not
+	// yet in the cache; a blob leaves it only after the cache knows it, so
+	// a blob is always found in one of the two (see Reserve).
+	reserved  map[blobKey]struct{}
+	packers   map[index.BlobType]*pack.Writer
+	unindexed []index.Pack
+	stats     SaverStats
+	finished  bool
+
+	// indexMu serializes index writes so files are written in order.
+	indexMu sync.Mutex
+}
+
+// SaverStats counts what a Saver added.
+type SaverStats struct {
+	Blobs       int   // new blobs stored
+	RawBytes    int64 // their plaintext size
+	StoredBytes int64 // their size in packs (compressed and sealed)
+	Packs       int   // packs uploaded
+	IndexFiles  int   // index files written
+}
+
+type encodeJob struct {
+	t       index.BlobType
+	id      chunk.ID
+	data    []byte
+	release func()
+}
+
+type packJob struct {
+	t index.BlobType
+	w *pack.Writer
+}
+
+// NewSaver starts a Saver whose goroutines live until Finish or until ctx
+// is cancelled.
+func (r *Repository) NewSaver(ctx context.Context) *Saver {
+	ctx, cancel := context.WithCancelCause(ctx)
+	s := &Saver{
+		r:        r,
+		ctx:      ctx,
+		cancel:   cancel,
+		encodeCh: make(chan encodeJob, runtime.GOMAXPROCS(0)),
+		uploadCh: make(chan packJob),
+		packBufs: make(chan []byte, max(r.be.Properties().Connections, 1)+2),
+		reserved: make(map[blobKey]struct{}),
+		packers:  make(map[index.BlobType]*pack.Writer),
+	}
+	for range runtime.GOMAXPROCS(0) {
+		s.encodeWG.Add(1)
+		go s.encoder()
+	}
+	uploaders := max(r.be.Properties().Connections, 1)
+	for range uploaders {
+		s.uploadWG.Add(1)
+		go s.uploader()
+	}
+	return s
+}
+
+// fail records the first error and stops all work.
+func (s *Saver) fail(err error) { s.cancel(err) }
+
+// Err returns the error that stopped the Saver, or nil.
+func (s *Saver) Err() error {
+	if s.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(s.ctx)
+}
+
+// Known reports whether the repository or this Saver already holds blob id.
+func (s *Saver) Known(t index.BlobType, id chunk.ID) (bool, error) {
+	k := blobKey{t, id}
+	s.mu.Lock()
+	_, ok := s.reserved[k]
+	s.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	_, ok, err := s.r.cache.Lookup(t, id)
+	return ok, err
+}
+
+// Reserve reports whether the caller must store blob id: true exactly once
+// per new blob, however many goroutines ask, false when it is stored or
+// being stored already.
+func (s *Saver) Reserve(t index.BlobType, id chunk.ID) (bool, error) {
+	// Checking reserved before the cache is what makes this race-free:
+	// writeIndex adds a blob to the cache before removing it from reserved.
+	if known, err := s.Known(t, id); known || err != nil {
+		return false, err
+	}
+	k := blobKey{t, id}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.reserved[k]; ok {
+		return false, nil
+	}
+	s.reserved[k] = struct{}{}
+	return true, nil
+}
+
+// SaveBlob stores data as a blob of type t unless it is known, in the
+// calling goroutine, and returns its id and whether it was new.
+func (s *Saver) SaveBlob(t index.BlobType, data []byte) (chunk.ID, bool, error) {
+	id := s.r.hasher.Sum(data)
+	ok, err := s.Reserve(t, id)
+	if err != nil || !ok {
+		return id, false, err
+	}
+	stored, comp := s.r.codec.Encode(nil, data)
+	return id, true, s.add(t, id, len(data), stored, comp)
+}
+
+// StoreAsync queues a reserved blob for encoding on a worker; release is
+// called once data is no longer needed. It blocks while the workers are
+// busy, which is what bounds memory.
+func (s *Saver) StoreAsync(t index.BlobType, id chunk.ID, data []byte, release func()) error {
+	select {
+	case s.encodeCh <- encodeJob{t, id, data, release}:
+		return nil
+	case <-s.ctx.Done():
+		release()
+		return s.Err()
+	}
+}
+
+func (s *Saver) encoder() {
+	defer s.encodeWG.Done()
+	var scratch []byte
+	for job := range s.encodeCh {
+		if s.ctx.Err() != nil {
+			job.release()
+			continue
+		}
+		var comp uint8
+		scratch, comp = s.r.codec.Encode(scratch[:0], job.data)
+		n := len(job.data)
+		job.release()
+		if err := s.add(job.t, job.id, n, scratch, comp); err != nil {
+			s.fail(err)
+		}
+	}
+}
+
+// add puts an encoded blob into the pack of its type and hands full packs
+// to the uploaders.
+func (s *Saver) add(t index.BlobType, id chunk.ID, rawLen int, stored []byte, comp uint8) error {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return errors.New("saver: add after finish")
+	}
+	w := s.packers[t]
+	if w == nil {
+		w = pack.NewWriterBuffer(s.r.sealer, s.packBuf(t))
+		s.packers[t] = w
+	}
+	w.Add(index.Blob{Type: t, ID: id, RawLength: uint32(rawLen), Compression: comp}, stored)
+	s.stats.Blobs++
+	s.stats.RawBytes += int64(rawLen)
+	s.stats.StoredBytes += int64(len(stored))
+	full := w.Size() >= s.r.cfg.PackSize || w.Count() >= pack.MaxBlobs
+	if full {
+		delete(s.packers, t)
+	}
+	s.mu.Unlock()
+	if !full {
+		return nil
+	}
+	select {
+	case s.uploadCh <- packJob{t, w}:
+		return nil
+	case <-s.ctx.Done():
+		return s.Err()
+	}
+}
+
+// packBuf returns a buffer for a new pack of type t. Data packs get a
+// recycled buffer with room for a full pack (the target plus one large
+// blob and the header, so Finalize never copies); tree packs are usually
+// small and start small.
+func (s *Saver) packBuf(t index.BlobType) []byte {
+	if t != index.DataBlob {
+		return make([]byte, 0, 256<<10)
+	}
+	select {
+	case b := <-s.packBufs:
+		return b
+	default:
+		return make([]byte, 0, s.r.cfg.PackSize+s.r.cfg.PackSize/4)
+	}
+}
+
+func (s *Saver) uploader() {
+	defer s.uploadWG.Done()
+	for job := range s.uploadCh {
+		if s.ctx.Err() != nil {
+			continue
+		}
+		if err := s.upload(job); err != nil {
+			s.fail(err)
+		}
+	}
+}
+
+// upload saves one pack, then records its blobs as pending and writes an
+// index file when enough packs are waiting for one.
+func (s *Saver) upload(job packJob) error {
+	data, id, blobs := job.w.Finalize()
+	h := packHandle(id)
+	err := s.r.be.Save(s.ctx, h, backend.NewByteReader(data))
+	if job.t == index.DataBlob {
+		select {
+		case s.packBufs <- data[:0]:
+		default:
+		}
+	}
+	if err != nil && !errors.Is(err, backend.ErrExists) {
+		return fmt.Errorf("save pack %s: %w", id.Short(), err)
+	}
+	s.r.pendingMu.Lock()
+	for _, b := range blobs {
+		s.r.pending[blobKey{b.Type, b.ID}] = index.PackedBlob{Blob: b, Pack: id}
+	}
+	s.r.pendingMu.Unlock()
+
+	s.mu.Lock()
+	s.unindexed = append(s.unindexed, index.Pack{ID: id, Blobs: blobs})
+	s.stats.Packs++
+	var batch []index.Pack
+	if len(s.unindexed) >= indexEveryPacks {
+		batch, s.unindexed = s.unindexed, nil
+	}
+	s.mu.Unlock()
+	if batch != nil {
+		return s.writeIndex(batch)
+	}
+	return nil
+}
+
+// writeIndex writes one index file for packs that are all saved, tells the
+// cache, and only then forgets the blobs as reserved and pending.
+func (s *Saver) writeIndex(packs []index.Pack) error {
+	if len(packs) == 0 {
+		return nil
+	}
+	s.indexMu.Lock()
+	defer s.indexMu.Unlock()
+	f := &index.File{Packs: packs}
+	id, err := s.r.SaveUnpacked(s.ctx, backend.IndexFile, f.Encode())
+	if err != nil {
+		return fmt.Errorf("write index: %w", err)
+	}
+	if err := s.r.cache.Add(id, f); err != nil {
+		return fmt.Errorf("add index %s to cache: %w", id.Short(), err)
+	}
+	s.mu.Lock()
+	s.stats.IndexFiles++
+	for _, p := range packs {
+		for _, b := range p.Blobs {
+			delete(s.reserved, blobKey{b.Type, b.ID})
+		}
+	}
+	s.mu.Unlock()
+	s.r.pendingMu.Lock()
+	for _, p := range packs {
+		for _, b := range p.Blobs {
+			if pb, ok := s.r.pending[blobKey{b.Type, b.ID}]; ok && pb.Pack == p.ID {
+				delete(s.r.pending, blobKey{b.Type, b.ID})
+			}
+		}
+	}
+	s.r.pendingMu.Unlock()
+	return nil
+}
+
+// Finish encodes what is queued, uploads the partial packs, writes the last
+// index file and returns the first error any stage met. After a nil return
+// every blob the Saver accepted is stored and indexed. The Saver is spent.
+func (s *Saver) Finish() (SaverStats, error) {
+	close(s.encodeCh)
+	s.encodeWG.Wait()
+	s.mu.Lock()
+	s.finished = true
+	var last []packJob
+	for _, t := range []index.BlobType{index.DataBlob, index.TreeBlob} {
+		if w := s.packers[t]; w != nil && w.Count() > 0 {
+			last = append(last, packJob{t, w})
+		}
+	}
+	s.packers = nil
+	s.mu.Unlock()
+	for _, j := range last {
+		select {
+		case s.uploadCh <- j:
+		case <-s.ctx.Done():
+		}
+	}
+	close(s.uploadCh)
+	s.uploadWG.Wait()
+	if err := s.Err(); err != nil {
+		s.cancel(err)
+		return s.stats, err
+	}
+	s.mu.Lock()
+	batch := s.unindexed
+	s.unindexed = nil
+	s.mu.Unlock()
+	if err := s.writeIndex(batch); err != nil {
+		s.cancel(err)
+		return s.stats, err
+	}
+	s.cancel(nil)
+	return s.stats, nil
+}

@@ -1,0 +1,230 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"repo/chunk"
+	"repo/index"
+)
+
+// Node types.
+const (
+	NodeFile       = "file"
+	NodeDir        = "dir"
+	NodeSymlink    = "symlink"
+	NodeDevice     = "dev"
+	NodeCharDevice = "chardev"
+	NodeFIFO       = "fifo"
+	NodeSocket     = "socket"
+)
+
+// Node is one entry of a directory. Its JSON form is part of the repository
+// format; the encoding is deterministic (fixed field order, times in UTC) so
+// identical directories give identical tree blobs and dedup.
+type Node struct {
+	Name       string    `json:"name"`
+	Type       string    `json:"type"`
+	Mode       uint32    `json:"mode"` // permission bits plus setuid 04000, setgid 02000, sticky 01000
+	UID        uint32    `json:"uid"`
+	GID        uint32    `json:"gid"`
+	User       string    `json:"user,omitempty"`
+	Group      string    `json:"group,omitempty"`
+	ModTime    time.Time `json:"mtime"`
+	AccessTime time.Time `json:"atime"`
+	ChangeTime time.Time `json:"ctime"`
+	Inode      uint64    `json:"inode,omitempty"`
+	DeviceID   uint64    `json:"device_id,omitempty"`
+	Links      uint64    `json:"links,omitempty"`
+	Size       uint64    `json:"size,omitempty"`
+	Rdev       uint64    `json:"rdev,omitempty"`
+	LinkTarget string    `json:"link_target,omitempty"`
+	Xattrs     []Xattr   `json:"xattrs,omitempty"`
+	// Content lists the data blobs of a file, in order.
+	Content []chunk.ID `json:"content,omitempty"`
+	// Subtree is the tree blob of a directory.
+	Subtree *chunk.ID `json:"subtree,omitempty"`
+}
+
+// Xattr is an extended attribute.
+type Xattr struct {
+	Name  string `json:"name"`
+	Value []byte `json:"value"`
+}
+
+// nodeJSON is Node's stored form. JSON strings must be UTF-8, but file
+// names and link targets are arbitrary bytes: those that are not valid
+// UTF-8 are stored in *_raw (base64) and the readable field holds a lossy
+// copy for humans.
+type nodeJSON struct {
+	Name          string     `json:"name"`
+	NameRaw       []byte     `json:"name_raw,omitempty"`
+	Type          string     `json:"type"`
+	Mode          uint32     `json:"mode"`
+	UID           uint32     `json:"uid"`
+	GID           uint32     `json:"gid"`
+	User          string     `json:"user,omitempty"`
+	Group         string     `json:"group,omitempty"`
+	ModTime       time.Time  `json:"mtime"`
+	AccessTime    time.Time  `json:"atime"`
+	ChangeTime    time.Time  `json:"ctime"`
+	Inode         uint64     `json:"inode,omitempty"`
+	DeviceID      uint64     `json:"device_id,omitempty"`
+	Links         uint64     `json:"links,omitempty"`
+	Size          uint64     `json:"size,omitempty"`
+	Rdev          uint64     `json:"rdev,omitempty"`
+	LinkTarget    string     `json:"link_target,omitempty"`
+	LinkTargetRaw []byte     `json:"link_target_raw,omitempty"`
+	Xattrs        []Xattr    `json:"xattrs,omitempty"`
+	Content       []chunk.ID `json:"content,omitempty"`
+	Subtree       *chunk.ID  `json:"subtree,omitempty"`
+}
+
+// MarshalJSON implements the stored form.
+func (n Node) MarshalJSON() ([]byte, error) {
+	j := nodeJSON{
+		Name: n.Name, Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID,
+		User: n.User, Group: n.Group,
+		ModTime: n.ModTime.UTC(), AccessTime: n.AccessTime.UTC(), ChangeTime: n.ChangeTime.UTC(),
+		Inode: n.Inode, DeviceID: n.DeviceID, Links: n.Links, Size: n.Size, Rdev: n.Rdev,
+		LinkTarget: n.LinkTarget, Xattrs: n.Xattrs, Content: n.Content, Subtree: n.Subtree,
+	}
+	if !utf8.ValidString(n.Name) {
+		j.Name, j.NameRaw = strings.ToValidUTF8(n.Name, "\uFFFD"), []byte(n.Name)
+	}
+	if !utf8.ValidString(n.LinkTarget) {
+		j.LinkTarget, j.LinkTargetRaw = strings.ToValidUTF8(n.LinkTarget, "\uFFFD"), []byte(n.LinkTarget)
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON implements the stored form.
+func (n *Node) UnmarshalJSON(b []byte) error {
+	var j nodeJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*n = Node{
+		Name: j.Name, Type: j.Type, Mode: j.Mode, UID: j.UID, GID: j.GID,
+		User: j.User, Group: j.Group,
+		ModTime: j.ModTime, AccessTime: j.AccessTime, ChangeTime: j.ChangeTime,
+		Inode: j.Inode, DeviceID: j.DeviceID, Links: j.Links, Size: j.Size, Rdev: j.Rdev,
+		LinkTarget: j.LinkTarget, Xattrs: j.Xattrs, Content: j.Content, Subtree: j.Subtree,
+	}
+	if j.NameRaw != nil {
+		n.Name = string(j.NameRaw)
+	}
+	if j.LinkTargetRaw != nil {
+		n.LinkTarget = string(j.LinkTargetRaw)
+	}
+	return nil
+}
+
+// Tree is one directory: its entries sorted bytewise by name, names unique.
+type Tree struct {
+	Nodes []Node `json:"nodes"`
+}
+
+// Sort orders the nodes by name, as Validate and Find require.
+func (t *Tree) Sort() {
+	slices.SortFunc(t.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// Find returns the node called name, or nil.
+func (t *Tree) Find(name string) *Node {
+	if t == nil {
+		return nil
+	}
+	i, ok := slices.BinarySearchFunc(t.Nodes, name, func(n Node, name string) int {
+		return strings.Compare(n.Name, name)
+	})
+	if !ok {
+		return nil
+	}
+	return &t.Nodes[i]
+}
+
+// ValidName reports whether name can be a directory entry: not empty, not
+// "." or "..", no "/" and no NUL. A tree with any other name is damaged or
+// hostile, and restoring it could write outside the target.
+func ValidName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
+}
+
+// Validate checks what restore and the walkers rely on: valid, unique,
+// sorted names, known types, and the fields each type needs.
+func (t *Tree) Validate() error {
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		if !ValidName(n.Name) {
+			return fmt.Errorf("invalid entry name %q", n.Name)
+		}
+		if i > 0 && t.Nodes[i-1].Name >= n.Name {
+			return fmt.Errorf("entries %q and %q are not sorted or not unique", t.Nodes[i-1].Name, n.Name)
+		}
+		switch n.Type {
+		case NodeDir:
+			if n.Subtree == nil {
+				return fmt.Errorf("directory %q has no subtree", n.Name)
+			}
+		case NodeFile, NodeSymlink, NodeDevice, NodeCharDevice, NodeFIFO, NodeSocket:
+			if n.Subtree != nil {
+				return fmt.Errorf("%s %q has a subtree", n.Type, n.Name)
+			}
+		default:
+			return fmt.Errorf("entry %q has unknown type %q", n.Name, n.Type)
+		}
+		if n.Type != NodeFile && len(n.Content) > 0 {
+			return fmt.Errorf("%s %q has content", n.Type, n.Name)
+		}
+	}
+	return nil
+}
+
+// encodeTree returns the canonical encoding of t.
+func encodeTree(t *Tree) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(t); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// SaveTree stores t (sorted first) as a tree blob and returns its id.
+func (s *Saver) SaveTree(t *Tree) (chunk.ID, error) {
+	t.Sort()
+	buf, err := encodeTree(t)
+	if err != nil {
+		return chunk.ID{}, fmt.Errorf("encode tree: %w", err)
+	}
+	id, _, err := s.SaveBlob(index.TreeBlob, buf)
+	return id, err
+}
+
+// LoadTree loads and validates the tree blob id.
+func (r *Repository) LoadTree(ctx context.Context, id chunk.ID) (*Tree, error) {
+	buf, err := r.LoadBlob(ctx, index.TreeBlob, id, nil)
+	if err != nil {
+		return nil, fmt.Errorf("load tree %s: %w", id.Short(), err)
+	}
+	return decodeTree(id, buf)
+}
+
+func decodeTree(id chunk.ID, buf []byte) (*Tree, error) {
+	var t Tree
+	if err := json.Unmarshal(buf, &t); err != nil {
+		return nil, fmt.Errorf("decode tree %s: %w", id.Short(), err)
+	}
+	if err := t.Validate(); err != nil {
+		return nil, fmt.Errorf("tree %s: %w", id.Short(), err)
+	}
+	return &t, nil
+}
