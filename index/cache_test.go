@@ -1100,3 +1100,63 @@ func must2(b *testing.B, err error) {
 		b.Fatal(err)
 	}
 }
+
+// TestCheckFile checks the pre-open check on its own: with the recover
+// around bbolt, most damage is also caught without it, but only the check
+// stops bbolt from following page ids past the end of its memory map.
+func TestCheckFile(t *testing.T) {
+	dir := t.TempDir()
+	writeCache(t, dir, 5_000)
+	valid, err := os.ReadFile(filepath.Join(dir, cacheFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := os.Getpagesize()
+	db, err := bolt.Open(filepath.Join(dir, cacheFile), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var used int
+	must(t, db.View(func(tx *bolt.Tx) error { used = int(tx.Size()); return nil }))
+	must(t, db.Close())
+
+	garbleFirstMeta := bytes.Clone(valid)
+	for i := 16; i < 80; i++ {
+		garbleFirstMeta[i] ^= 0xff
+	}
+	bothMetasZero := bytes.Clone(valid)
+	clear(bothMetasZero[:2*page])
+
+	tests := []struct {
+		name string
+		data []byte
+		ok   bool
+	}{
+		{"valid", valid, true},
+		{"empty", nil, true},
+		{"cut to the pages in use", valid[:used], true},
+		{"one page short", valid[:used-page], false},
+		{"two pages", valid[:2*page], false},
+		{"first meta damaged", garbleFirstMeta, true},
+		{"both metas zero", bothMetasZero, false},
+		{"text", []byte("not a database"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "db")
+			must(t, os.WriteFile(path, tt.data, 0o600))
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			err = checkFile(f)
+			if tt.ok && err != nil {
+				t.Errorf("checkFile: %v", err)
+			}
+			if !tt.ok && !errors.Is(err, ErrCacheCorrupt) {
+				t.Errorf("checkFile = %v, want ErrCacheCorrupt", err)
+			}
+		})
+	}
+}

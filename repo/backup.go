@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -245,6 +246,7 @@ type archiver struct {
 
 type fileJob struct {
 	path string
+	size int64           // as Lstat saw it
 	res  chan fileResult // buffered, receives exactly one result
 }
 
@@ -286,10 +288,76 @@ func (a *archiver) fileWorker(ctx context.Context) {
 			continue
 		}
 		a.filesRead.Add(1)
-		res := a.saveStream(c, scratch, f)
+		var res fileResult
+		if job.size < int64(a.class.MinSize) {
+			res = a.saveSmall(c, scratch, f, job.size)
+		} else {
+			res = a.saveStream(c, scratch, f)
+		}
 		f.Close()
 		job.res <- res
 	}
+}
+
+// saveSmall stores a file that Lstat found smaller than the minimum chunk
+// size: the chunker would return it as one chunk, so it is read straight
+// into the buffer handed to the encoders, without the chunker and its two
+// copies. Most files of a typical tree take this path. A file that grew
+// meanwhile goes through the chunker after all.
+func (a *archiver) saveSmall(c *chunk.Chunker, scratch []byte, f io.Reader, size int64) fileResult {
+	bp := a.buf(int(size) + 1)
+	n, err := io.ReadFull(f, (*bp)[:size+1])
+	switch err {
+	case io.EOF, io.ErrUnexpectedEOF:
+		a.bytesRead.Add(int64(n))
+		if n == 0 {
+			a.bufs.Put(bp)
+			return fileResult{}
+		}
+		id, err := a.storeChunk((*bp)[:n], bp)
+		if err != nil {
+			return fileResult{fatal: err}
+		}
+		return fileResult{content: []chunk.ID{id}, size: int64(n)}
+	case nil:
+		res := a.saveStream(c, scratch, io.MultiReader(bytes.NewReader((*bp)[:n]), f))
+		a.bufs.Put(bp)
+		return res
+	default:
+		a.bufs.Put(bp)
+		return fileResult{err: err}
+	}
+}
+
+// buf returns a pooled buffer of length n.
+func (a *archiver) buf(n int) *[]byte {
+	bp, _ := a.bufs.Get().(*[]byte)
+	if bp == nil || cap(*bp) < n {
+		b := make([]byte, max(n, 64<<10))
+		bp = &b
+	}
+	*bp = (*bp)[:n]
+	return bp
+}
+
+// storeChunk hashes data and, if it is new, hands it to the encoders. owned
+// is the pooled buffer holding data, passed on to the encoders (which put it
+// back); when nil, data is copied first.
+func (a *archiver) storeChunk(data []byte, owned *[]byte) (chunk.ID, error) {
+	id := a.r.hasher.Sum(data)
+	ok, err := a.s.Reserve(index.DataBlob, id)
+	if err != nil || !ok {
+		if owned != nil {
+			a.bufs.Put(owned)
+		}
+		return id, err
+	}
+	if owned == nil {
+		owned = a.buf(len(data))
+		copy(*owned, data)
+		data = *owned
+	}
+	return id, a.s.StoreAsync(index.DataBlob, id, data, func() { a.bufs.Put(owned) })
 }
 
 // saveStream chunks rd and stores the new chunks.
@@ -307,27 +375,12 @@ func (a *archiver) saveStream(c *chunk.Chunker, scratch []byte, rd io.Reader) fi
 		}
 		a.bytesRead.Add(int64(len(data)))
 		res.size += int64(len(data))
-		id := a.r.hasher.Sum(data)
-		res.content = append(res.content, id)
-		ok, err := a.s.Reserve(index.DataBlob, id)
+		id, err := a.storeChunk(data, nil)
 		if err != nil {
 			res.fatal = err
 			return res
 		}
-		if !ok {
-			continue
-		}
-		bp, _ := a.bufs.Get().(*[]byte)
-		if bp == nil || cap(*bp) < len(data) {
-			b := make([]byte, 0, max(len(data), 1<<20))
-			bp = &b
-		}
-		buf := append((*bp)[:0], data...)
-		*bp = buf
-		if err := a.s.StoreAsync(index.DataBlob, id, buf, func() { a.bufs.Put(bp) }); err != nil {
-			res.fatal = err
-			return res
-		}
+		res.content = append(res.content, id)
 	}
 }
 
@@ -408,6 +461,9 @@ func (a *archiver) saveVirtual(ctx context.Context, dir string, tn *targetNode, 
 	for _, name := range names {
 		child := tn.children[name]
 		p := filepath.Join(dir, name)
+		if child.target && a.excl.Excluded(p) {
+			continue
+		}
 		info, err := source.Lstat(p)
 		if err != nil {
 			return nil, fmt.Errorf("back up %s: %w", p, err)
@@ -476,7 +532,7 @@ func (a *archiver) saveEntry(ctx context.Context, p string, info *source.Info, p
 		a.mu.Unlock()
 		res := make(chan fileResult, 1)
 		select {
-		case a.fileCh <- fileJob{path: p, res: res}:
+		case a.fileCh <- fileJob{path: p, size: info.Size, res: res}:
 		case <-ctx.Done():
 			return pendingNode{}, a.s.Err()
 		}

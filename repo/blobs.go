@@ -10,6 +10,9 @@ import (
 	"repo/index"
 )
 
+// maxStoredBlob bounds the stored size of one blob read from a pack.
+const maxStoredBlob = 256 << 20
+
 // ErrBlobNotIndexed: no index file lists the blob (lost, or never stored).
 var ErrBlobNotIndexed = errors.New("blob not in index")
 
@@ -64,6 +67,13 @@ func (r *Repository) LoadBlob(ctx context.Context, t index.BlobType, id chunk.ID
 // LoadBlobAt reads the blob pb from its pack and verifies it, appending its
 // plaintext to buf[:0].
 func (r *Repository) LoadBlobAt(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
+	// No blob this code writes is larger (chunks are at most 64 MiB, trees
+	// are far smaller); a larger entry is damage and must not make us
+	// allocate gigabytes.
+	if pb.Length > maxStoredBlob {
+		return nil, &BlobError{Type: pb.Type, ID: pb.ID, Pack: pb.Pack,
+			Err: fmt.Errorf("index entry claims %d bytes: damaged", pb.Length)}
+	}
 	stored := make([]byte, pb.Length)
 	if err := backend.ReadAt(ctx, r.be, packHandle(pb.Pack), stored, int64(pb.Offset)); err != nil {
 		return nil, &BlobError{Type: pb.Type, ID: pb.ID, Pack: pb.Pack, Err: err}

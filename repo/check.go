@@ -71,7 +71,7 @@ type checkPack struct {
 // for failures that stop the check itself (cancellation, a backend that
 // cannot list).
 func (r *Repository) Check(ctx context.Context, opts CheckOptions, report func(Finding)) (CheckResult, error) {
-	c := &checker{r: r, report: report, packs: map[chunk.ID]*checkPack{}, blobs: map[blobKey]index.PackedBlob{}, trees: map[chunk.ID]bool{}}
+	c := &checker{r: r, report: report, packs: map[chunk.ID]*checkPack{}, blobs: map[blobKey]index.PackedBlob{}, trees: map[chunk.ID]bool{}, present: map[chunk.ID]int64{}}
 	err := c.run(ctx, opts)
 	return c.res, err
 }
@@ -83,6 +83,8 @@ type checker struct {
 	packs  map[chunk.ID]*checkPack
 	blobs  map[blobKey]index.PackedBlob
 	trees  map[chunk.ID]bool // tree id -> checked
+	// present maps the packs the backend lists to their sizes.
+	present map[chunk.ID]int64
 }
 
 func (c *checker) find(sev Severity, kind, object, format string, args ...any) {
@@ -103,6 +105,7 @@ func (c *checker) run(ctx context.Context, opts CheckOptions) error {
 	}); err != nil {
 		return fmt.Errorf("list index files: %w", err)
 	}
+	files := map[chunk.ID]*index.File{}
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -110,6 +113,25 @@ func (c *checker) run(ctx context.Context, opts CheckOptions) error {
 		f, err := c.r.LoadIndexFile(ctx, id)
 		if err != nil {
 			c.find(Error, "index", "index/"+id.String(), "%v", err)
+			continue
+		}
+		files[id] = f
+	}
+	// A file that another one supersedes is left from an interrupted
+	// prune or repair: the newer file describes those packs.
+	superseded := map[chunk.ID]bool{}
+	for _, f := range files {
+		for _, old := range f.Supersedes {
+			superseded[old] = true
+		}
+	}
+	for _, id := range ids {
+		f := files[id]
+		if f == nil {
+			continue
+		}
+		if superseded[id] {
+			c.find(Note, "index", "index/"+id.String(), "superseded by a newer index file; ignored")
 			continue
 		}
 		c.res.IndexFiles++
@@ -134,7 +156,7 @@ func (c *checker) run(ctx context.Context, opts CheckOptions) error {
 	c.res.Blobs = len(c.blobs)
 
 	// 2. Pack files against the index.
-	present := map[chunk.ID]int64{}
+	present := c.present
 	if err := c.r.be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
 		id, err := chunk.ParseID(fi.Name)
 		if err != nil {
@@ -214,7 +236,8 @@ func (c *checker) checkTree(ctx context.Context, sn *Snapshot, p string, id chun
 		c.find(Error, "tree", obj, "tree %s is not in the index", id.Short())
 		return nil
 	}
-	if _, ok := c.packs[pb.Pack]; !ok {
+	if _, ok := c.present[pb.Pack]; !ok {
+		// Reported with the missing pack already.
 		return nil
 	}
 	buf, err := c.r.LoadBlobAt(ctx, pb, nil)

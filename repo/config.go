@@ -3,6 +3,7 @@ package repo
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"repo/chunk"
 )
@@ -49,21 +50,26 @@ func (c *Config) validate() error {
 	if c.Version != FormatVersion {
 		return fmt.Errorf("unsupported repository format version %d (this program reads %d)", c.Version, FormatVersion)
 	}
-	if len(c.ID) != 64 {
+	// The id names the local cache directory: only hex digits may reach a
+	// file path.
+	if len(c.ID) != 64 || strings.Trim(c.ID, "0123456789abcdef") != "" {
 		return fmt.Errorf("invalid repository id %q", c.ID)
 	}
 	if c.BlobIDs != BlobIDKeyed && c.BlobIDs != BlobIDUnkeyed {
 		return fmt.Errorf("unknown blob id mode %q", c.BlobIDs)
 	}
-	if !c.Polynomial.Irreducible() {
-		return fmt.Errorf("chunker polynomial %v is not irreducible", c.Polynomial)
+	if c.Polynomial.Deg() != 53 || !c.Polynomial.Irreducible() {
+		return fmt.Errorf("chunker polynomial %v is not irreducible of degree 53", c.Polynomial)
 	}
 	fc, ok := c.ChunkClasses[ClassFiles]
 	if !ok {
 		return fmt.Errorf("config lacks the %q chunk class", ClassFiles)
 	}
-	if fc.MinSize == 0 || fc.MaxSize < fc.MinSize || fc.MaxSize > 64<<20 || fc.AverageBits < 8 || fc.AverageBits > 30 {
-		return fmt.Errorf("invalid chunk class %+v", fc)
+	if err := fc.Validate(); err != nil {
+		return fmt.Errorf("chunk class %q: %w", ClassFiles, err)
+	}
+	if fc.MaxSize > 64<<20 {
+		return fmt.Errorf("chunk class %q: max size %d above 64 MiB", ClassFiles, fc.MaxSize)
 	}
 	if c.PackSize < 1<<20 || c.PackSize > 1<<30 {
 		return fmt.Errorf("invalid pack size %d", c.PackSize)

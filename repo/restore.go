@@ -139,7 +139,7 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, subpath string, 
 		rs.onError = func(string, error) {}
 	}
 	var wg sync.WaitGroup
-	for range max(4, 2*runtime.GOMAXPROCS(0)) {
+	for range restoreWorkers() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -169,6 +169,12 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, subpath string, 
 	st.Errors = int(rs.errors.Load())
 	return st, err
 }
+
+// restoreWorkers is how many files are restored at once: enough to keep
+// the disk and both stages (read, decode) busy, few enough that the
+// buffers (one coalesced read of up to maxCoalesce each) stay bounded on
+// machines with many cores.
+func restoreWorkers() int { return min(max(4, 2*runtime.GOMAXPROCS(0)), 8) }
 
 type restorer struct {
 	r       *Repository
@@ -449,11 +455,16 @@ func (w *contentWriter) write(ctx context.Context, r *Repository, f io.Writer, n
 		j := i + 1
 		end := int64(w.locs[i].Offset) + int64(w.locs[i].Length)
 		for j < len(w.locs) && w.locs[j].Pack == w.locs[i].Pack &&
-			int64(w.locs[j].Offset) == end && end-int64(w.locs[i].Offset) < maxCoalesce {
+			int64(w.locs[j].Offset) == end && end+int64(w.locs[j].Length)-int64(w.locs[i].Offset) <= maxCoalesce {
 			end += int64(w.locs[j].Length)
 			j++
 		}
 		start := int64(w.locs[i].Offset)
+		if end-start > maxStoredBlob {
+			first := w.locs[i]
+			return written, &BlobError{Type: first.Type, ID: first.ID, Pack: first.Pack,
+				Err: fmt.Errorf("index entry claims %d bytes: damaged", end-start)}
+		}
 		w.raw = slices.Grow(w.raw[:0], int(end-start))[:end-start]
 		first := w.locs[i]
 		if err := backend.ReadAt(ctx, r.be, packHandle(first.Pack), w.raw, start); err != nil {

@@ -34,8 +34,11 @@ type Saver struct {
 	encodeWG sync.WaitGroup
 	uploadCh chan packJob
 	uploadWG sync.WaitGroup
-	// packBufs recycles data pack buffers once uploaded: without it every
-	// pack is a fresh 20 MiB allocation and the garbage doubles peak memory.
+	// packBufs holds the data pack buffers not in use, nil until first
+	// allocated; there are exactly uploaders+1 of them (one filling, the
+	// others uploading), which bounds the memory of a backup. Without
+	// recycling every pack is a fresh allocation and the garbage doubles
+	// peak memory.
 	packBufs chan []byte
 
 	mu sync.Mutex
@@ -83,13 +86,16 @@ func (r *Repository) NewSaver(ctx context.Context) *Saver {
 		cancel:   cancel,
 		encodeCh: make(chan encodeJob, runtime.GOMAXPROCS(0)),
 		uploadCh: make(chan packJob),
-		packBufs: make(chan []byte, max(r.be.Properties().Connections, 1)+2),
+		packBufs: make(chan []byte, max(r.be.Properties().Connections, 1)+1),
 		reserved: make(map[blobKey]struct{}),
 		packers:  make(map[index.BlobType]*pack.Writer),
 	}
 	for range runtime.GOMAXPROCS(0) {
 		s.encodeWG.Add(1)
 		go s.encoder()
+	}
+	for range cap(s.packBufs) {
+		s.packBufs <- nil
 	}
 	uploaders := max(r.be.Properties().Connections, 1)
 	for range uploaders {
@@ -186,30 +192,66 @@ func (s *Saver) encoder() {
 }
 
 // add puts an encoded blob into the pack of its type and hands full packs
-// to the uploaders.
+// to the uploaders. A pack is shipped before a blob that would overflow its
+// buffer, so recycled buffers never grow.
 func (s *Saver) add(t index.BlobType, id chunk.ID, rawLen int, stored []byte, comp uint8) error {
-	s.mu.Lock()
-	if s.finished {
+	for {
+		s.mu.Lock()
+		if s.finished {
+			s.mu.Unlock()
+			return errors.New("saver: add after finish")
+		}
+		w := s.packers[t]
+		if w == nil {
+			// Waiting for a buffer must not hold the lock: uploaders and
+			// Reserve need it meanwhile.
+			s.mu.Unlock()
+			buf, err := s.packBuf(t)
+			if err != nil {
+				return err
+			}
+			s.mu.Lock()
+			if s.packers[t] == nil {
+				s.packers[t] = pack.NewWriterBuffer(s.r.sealer, buf)
+			} else {
+				s.releasePackBuf(t, buf)
+			}
+			s.mu.Unlock()
+			continue
+		}
+		if w.Count() > 0 && w.Size()+len(stored) > s.maxPackData() {
+			delete(s.packers, t)
+			s.mu.Unlock()
+			if err := s.ship(t, w); err != nil {
+				return err
+			}
+			continue
+		}
+		w.Add(index.Blob{Type: t, ID: id, RawLength: uint32(rawLen), Compression: comp}, stored)
+		s.stats.Blobs++
+		s.stats.RawBytes += int64(rawLen)
+		s.stats.StoredBytes += int64(len(stored))
+		full := w.Size() >= s.r.cfg.PackSize || w.Count() >= pack.MaxBlobs
+		if full {
+			delete(s.packers, t)
+		}
 		s.mu.Unlock()
-		return errors.New("saver: add after finish")
-	}
-	w := s.packers[t]
-	if w == nil {
-		w = pack.NewWriterBuffer(s.r.sealer, s.packBuf(t))
-		s.packers[t] = w
-	}
-	w.Add(index.Blob{Type: t, ID: id, RawLength: uint32(rawLen), Compression: comp}, stored)
-	s.stats.Blobs++
-	s.stats.RawBytes += int64(rawLen)
-	s.stats.StoredBytes += int64(len(stored))
-	full := w.Size() >= s.r.cfg.PackSize || w.Count() >= pack.MaxBlobs
-	if full {
-		delete(s.packers, t)
-	}
-	s.mu.Unlock()
-	if !full {
+		if full {
+			return s.ship(t, w)
+		}
 		return nil
 	}
+}
+
+// maxPackData is the most blob bytes a pack may hold before it must be
+// shipped: the target plus slack so that packs end near the target.
+func (s *Saver) maxPackData() int { return s.r.cfg.PackSize + s.r.cfg.PackSize/8 }
+
+// packBufCap leaves room for the header of a pack of small blobs too.
+func (s *Saver) packBufCap() int { return s.maxPackData() + 512<<10 }
+
+// ship hands a finished pack to an uploader.
+func (s *Saver) ship(t index.BlobType, w *pack.Writer) error {
 	select {
 	case s.uploadCh <- packJob{t, w}:
 		return nil
@@ -218,19 +260,29 @@ func (s *Saver) add(t index.BlobType, id chunk.ID, rawLen int, stored []byte, co
 	}
 }
 
-// packBuf returns a buffer for a new pack of type t. Data packs get a
-// recycled buffer with room for a full pack (the target plus one large
-// blob and the header, so Finalize never copies); tree packs are usually
-// small and start small.
-func (s *Saver) packBuf(t index.BlobType) []byte {
+// packBuf returns a buffer for a new pack of type t. Data packs take one of
+// a fixed number of recycled buffers, blocking while all are in use: that
+// bounds the memory of a backup to that many packs whatever the speed of
+// the backend. Tree packs are small and rare and are allocated small.
+func (s *Saver) packBuf(t index.BlobType) ([]byte, error) {
 	if t != index.DataBlob {
-		return make([]byte, 0, 256<<10)
+		return make([]byte, 0, 256<<10), nil
 	}
 	select {
 	case b := <-s.packBufs:
-		return b
-	default:
-		return make([]byte, 0, s.r.cfg.PackSize+s.r.cfg.PackSize/4)
+		if b == nil {
+			b = make([]byte, 0, s.packBufCap())
+		}
+		return b, nil
+	case <-s.ctx.Done():
+		return nil, s.Err()
+	}
+}
+
+// releasePackBuf returns a data pack buffer to the pool.
+func (s *Saver) releasePackBuf(t index.BlobType, b []byte) {
+	if t == index.DataBlob {
+		s.packBufs <- b[:0]
 	}
 }
 
@@ -252,12 +304,7 @@ func (s *Saver) upload(job packJob) error {
 	data, id, blobs := job.w.Finalize()
 	h := packHandle(id)
 	err := s.r.be.Save(s.ctx, h, backend.NewByteReader(data))
-	if job.t == index.DataBlob {
-		select {
-		case s.packBufs <- data[:0]:
-		default:
-		}
-	}
+	s.releasePackBuf(job.t, data)
 	if err != nil && !errors.Is(err, backend.ErrExists) {
 		return fmt.Errorf("save pack %s: %w", id.Short(), err)
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"repo/backend"
 	"repo/chunk"
@@ -21,9 +22,12 @@ const (
 // Snapshot is one backup: what was saved, from where, and a summary. Its
 // JSON form is part of the repository format.
 type Snapshot struct {
-	Time     time.Time  `json:"time"`
-	Tree     chunk.ID   `json:"tree"`
-	Paths    []string   `json:"paths"`
+	Time  time.Time `json:"time"`
+	Tree  chunk.ID  `json:"tree"`
+	Paths []string  `json:"paths"`
+	// PathsRaw holds Paths byte-exact when one is not valid UTF-8 (JSON
+	// strings cannot carry such bytes; Paths then holds a lossy copy).
+	PathsRaw [][]byte   `json:"paths_raw,omitempty"`
 	Hostname string     `json:"hostname"`
 	Username string     `json:"username,omitempty"`
 	UID      uint32     `json:"uid"`
@@ -75,6 +79,15 @@ type Summary struct {
 // SaveSnapshot stores sn and sets sn.ID. Call it only after the Saver that
 // stored the snapshot's blobs finished, so every index file it needs exists.
 func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
+	sn.PathsRaw = nil
+	for _, p := range sn.Paths {
+		if !utf8.ValidString(p) {
+			for _, p := range sn.Paths {
+				sn.PathsRaw = append(sn.PathsRaw, []byte(p))
+			}
+			break
+		}
+	}
 	buf, err := json.Marshal(sn)
 	if err != nil {
 		return fmt.Errorf("encode snapshot: %w", err)
@@ -96,6 +109,12 @@ func (r *Repository) LoadSnapshot(ctx context.Context, id chunk.ID) (*Snapshot, 
 	var sn Snapshot
 	if err := json.Unmarshal(buf, &sn); err != nil {
 		return nil, fmt.Errorf("decode snapshot %s: %w", id.Short(), err)
+	}
+	if sn.PathsRaw != nil {
+		sn.Paths = sn.Paths[:0]
+		for _, p := range sn.PathsRaw {
+			sn.Paths = append(sn.Paths, string(p))
+		}
 	}
 	sn.ID = id
 	return &sn, nil

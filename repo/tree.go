@@ -58,6 +58,36 @@ type Xattr struct {
 	Value []byte `json:"value"`
 }
 
+// xattrJSON is Xattr's stored form: a name that is not valid UTF-8 is kept
+// byte-exact in name_raw, as for node names.
+type xattrJSON struct {
+	Name    string `json:"name"`
+	NameRaw []byte `json:"name_raw,omitempty"`
+	Value   []byte `json:"value"`
+}
+
+// MarshalJSON implements the stored form.
+func (x Xattr) MarshalJSON() ([]byte, error) {
+	j := xattrJSON{Name: x.Name, Value: x.Value}
+	if !utf8.ValidString(x.Name) {
+		j.Name, j.NameRaw = strings.ToValidUTF8(x.Name, "\uFFFD"), []byte(x.Name)
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON implements the stored form.
+func (x *Xattr) UnmarshalJSON(b []byte) error {
+	var j xattrJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*x = Xattr{Name: j.Name, Value: j.Value}
+	if j.NameRaw != nil {
+		x.Name = string(j.NameRaw)
+	}
+	return nil
+}
+
 // nodeJSON is Node's stored form. JSON strings must be UTF-8, but file
 // names and link targets are arbitrary bytes: those that are not valid
 // UTF-8 are stored in *_raw (base64) and the readable field holds a lossy

@@ -21,7 +21,7 @@ const (
 	exitPassword   = 12 // wrong or missing password
 )
 
-// exitError carries an exit code other than 1 up to main.
+// codeError carries an exit code other than 1 up to main.
 type codeError struct {
 	code int
 	err  error

@@ -93,7 +93,8 @@ unreadable, 10 no repository at the location, 11 repository locked,
 	return root
 }
 
-// exactArgs is cobra.ExactArgs with exit code 2.
+// argsRange checks the number of positional arguments (max < 0: no
+// upper bound); a wrong count is a usage error (exit 2).
 func argsRange(min, max int) cobra.PositionalArgs {
 	return func(c *cobra.Command, args []string) error {
 		if len(args) < min || (max >= 0 && len(args) > max) {
@@ -226,7 +227,8 @@ func (g *globalOptions) verbosef(format string, args ...any) {
 	fmt.Fprintf(g.out, format+"\n", args...)
 }
 
-// warnf prints a warning line to stderr (or a JSON error object).
+// warn reports an entry that could not be processed: a line on stderr, or a
+// JSON error object on stdout.
 func (g *globalOptions) warn(path string, err error) {
 	if g.json {
 		printJSON(g.out, map[string]any{"message_type": "error", "item": path, "error": err.Error()})
