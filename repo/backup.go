@@ -474,7 +474,10 @@ func (a *archiver) saveVirtual(ctx context.Context, dir string, tn *targetNode, 
 				return nil, err
 			}
 			sub := *n.Subtree
-			node := nodeFromInfo(info)
+			node, err := intermediateNode(p, info)
+			if err != nil {
+				return nil, err
+			}
 			node.Subtree = &sub
 			entries = append(entries, pendingNode{node: node})
 			continue
@@ -486,6 +489,28 @@ func (a *archiver) saveVirtual(ctx context.Context, dir string, tn *targetNode, 
 		entries = append(entries, e)
 	}
 	return a.finishDir(ctx, dir, nil, entries, pn)
+}
+
+// intermediateNode describes a directory on the way to a target. When
+// the path passes through a symlink (/home -> /data/home), the snapshot
+// holds it as the directory it leads to: a symlink node cannot have a
+// subtree.
+func intermediateNode(p string, info *source.Info) (Node, error) {
+	node := nodeFromInfo(info)
+	if info.Type == source.Dir {
+		return node, nil
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return Node{}, fmt.Errorf("back up %s: %w", p, err)
+	}
+	if !fi.IsDir() {
+		return Node{}, fmt.Errorf("back up %s: not a directory", p)
+	}
+	node.Type, node.LinkTarget, node.Size = NodeDir, "", 0
+	node.Mode = unixMode(fi.Mode())
+	node.ModTime = fi.ModTime()
+	return node, nil
 }
 
 // pendingNode is a directory entry whose file content may still be read.

@@ -561,31 +561,109 @@ func TestFinishDirSizeFromContent(t *testing.T) {
 	}
 }
 
-// Files in /proc say size 0 but have content: a real file whose size
-// changed between Lstat and read. The snapshot records what was read.
+// Files in /proc and /sys lie about their size: /proc files say 0 and
+// have content (a file that grew between Lstat and read), sysfs files say
+// 4096 and hold a few bytes (one that shrank). The snapshot records what
+// was read, so restore and the content list agree.
 func TestBackupSizeDiffersFromLstat(t *testing.T) {
-	p := fmt.Sprintf("/proc/%d/status", os.Getpid())
-	fi, err := os.Lstat(p)
-	if err != nil || fi.Size() != 0 {
-		t.Skipf("%s: size %v, %v: need a file that lies about its size", p, fi, err)
+	tests := []struct {
+		name string
+		path string
+		grew bool
+	}{
+		{"grew", fmt.Sprintf("/proc/%d/status", os.Getpid()), true},
+		{"shrank", "/sys/devices/system/cpu/online", false},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.path
+			fi, err := os.Lstat(p)
+			if err != nil {
+				t.Skipf("%s: %v", p, err)
+			}
+			actual, err := os.ReadFile(p)
+			if err != nil {
+				t.Skipf("%s: %v", p, err)
+			}
+			if grew := int64(len(actual)) > fi.Size(); grew != tt.grew || int64(len(actual)) == fi.Size() {
+				t.Skipf("%s: Lstat says %d bytes, %d read: not the case tested", p, fi.Size(), len(actual))
+			}
+			r, _ := newTestRepo(t, false)
+			sn := backup(t, r, BackupOptions{Paths: []string{p}})
+			n, _, err := r.FindNode(t.Context(), sn, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			content := snapshotContent(t, r, sn, p)
+			if len(content) == 0 || n.Size != uint64(len(content)) {
+				t.Errorf("node size %d, content %d bytes (Lstat said %d): want the size read", n.Size, len(content), fi.Size())
+			}
+			if sn.Summary.TotalBytes != int64(len(content)) || sn.Summary.BytesRead != int64(len(content)) {
+				t.Errorf("summary: %d total, %d read bytes; want %d", sn.Summary.TotalBytes, sn.Summary.BytesRead, len(content))
+			}
+			target, _ := restore(t, r, sn, p)
+			got, err := os.ReadFile(filepath.Join(target, filepath.Base(p)))
+			if err != nil || !bytes.Equal(got, content) {
+				t.Errorf("restored: %d bytes, %v", len(got), err)
+			}
+		})
+	}
+}
+
+func TestBackupMultiplePaths(t *testing.T) {
 	r, _ := newTestRepo(t, false)
-	sn := backup(t, r, BackupOptions{Paths: []string{p}})
-	n, _, err := r.FindNode(t.Context(), sn, p)
-	if err != nil {
-		t.Fatal(err)
+	base := t.TempDir()
+	a, b := filepath.Join(base, "a"), filepath.Join(base, "b\xff")
+	for _, d := range []string{filepath.Join(a, "sub"), b} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	content := snapshotContent(t, r, sn, p)
-	if len(content) == 0 || n.Size != uint64(len(content)) {
-		t.Errorf("node size %d, content %d bytes: want the size read", n.Size, len(content))
+	files := map[string]string{
+		filepath.Join(a, "sub", "f"): "in a",
+		filepath.Join(b, "g"):        "in b",
+		filepath.Join(base, "other"): "not backed up",
 	}
-	if sn.Summary.TotalBytes != int64(len(content)) || sn.Summary.BytesRead != int64(len(content)) {
-		t.Errorf("summary: %d total, %d read bytes; want %d", sn.Summary.TotalBytes, sn.Summary.BytesRead, len(content))
+	for p, c := range files {
+		if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
-	target, _ := restore(t, r, sn, p)
-	got, err := os.ReadFile(filepath.Join(target, "status"))
-	if err != nil || !bytes.Equal(got, content) {
-		t.Errorf("restored: %d bytes, %v", len(got), err)
+	// A nested path and a duplicate are dropped; relative paths are made
+	// absolute.
+	t.Chdir(base)
+	sn := backup(t, r, BackupOptions{Paths: []string{b, "a", filepath.Join(a, "sub"), a + "/", filepath.Join(b, "..", "b\xff")}})
+	if want := []string{a, b}; !slices.Equal(sn.Paths, want) {
+		t.Errorf("paths %q, want %q", sn.Paths, want)
+	}
+	loaded, err := r.LoadSnapshot(t.Context(), sn.ID)
+	if err != nil || !slices.Equal(loaded.Paths, sn.Paths) {
+		t.Errorf("loaded paths %q (%v), want %q byte-exact", loaded.Paths, err, sn.Paths)
+	}
+	for p, c := range files {
+		if filepath.Base(p) == "other" {
+			if _, _, err := r.FindNode(t.Context(), sn, p); err == nil {
+				t.Errorf("%s is in the snapshot", p)
+			}
+			continue
+		}
+		if got := snapshotContent(t, r, sn, p); string(got) != c {
+			t.Errorf("%s: %q", p, got)
+		}
+	}
+	// The parent is found by the same paths in any order, non-UTF-8 too.
+	again := backup(t, r, BackupOptions{Paths: []string{a, b}})
+	if again.Parent == nil || *again.Parent != sn.ID || again.Summary.FilesRead != 0 {
+		t.Errorf("second backup: parent %v, %d files read; want %s, 0", again.Parent, again.Summary.FilesRead, sn.ID.Short())
+	}
+	target, _ := restore(t, r, sn, "/")
+	compareContent(t, filepath.Join(target, a, "sub", "f"), []byte("in a"))
+	compareContent(t, filepath.Join(target, b, "g"), []byte("in b"))
+	if _, err := r.Backup(t.Context(), BackupOptions{Paths: []string{filepath.Join(base, "missing")}, Hostname: "h"}); err == nil {
+		t.Error("backup of a missing path succeeded")
+	}
+	if _, err := r.Backup(t.Context(), BackupOptions{Hostname: "h"}); err == nil {
+		t.Error("backup of no paths succeeded")
 	}
 }
 
@@ -701,7 +779,7 @@ func TestBackupStdinReadError(t *testing.T) {
 // snapshot.
 func TestBackupWriteOrdering(t *testing.T) {
 	if testing.Short() {
-		t.Skip("backs up 36 MiB")
+		t.Skip("backs up 40 MiB")
 	}
 	mb := mem.New()
 	if _, err := Init(t.Context(), mb, testInitOptions(false)); err != nil {
@@ -709,7 +787,7 @@ func TestBackupWriteOrdering(t *testing.T) {
 	}
 	rec := &recordingBackend{Backend: mb}
 	r := openTestRepo(t, rec)
-	spec := gentree.Spec{Seed: 3, TextFiles: 40, TextMax: 8 << 10, RandFiles: 36, RandSize: 1 << 20, Odd: true}
+	spec := gentree.Spec{Seed: 3, TextFiles: 40, TextMax: 8 << 10, RandFiles: 40, RandSize: 1 << 20, Odd: true}
 	src := generate(t, spec)
 	sn := backup(t, r, BackupOptions{Paths: []string{src}})
 

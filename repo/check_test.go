@@ -2,6 +2,8 @@ package repo
 
 import (
 	"bytes"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,13 +13,14 @@ import (
 	"repo/repo/pack"
 )
 
-// checkRepo makes a repository holding one backup of damageSource, and
+// checkRepo makes a repository holding one backup of damageSource (at
+// least three data packs), and
 // returns it with its data packs (those of the snapshot's files, in no
 // particular order) and its tree packs.
 func checkRepo(t *testing.T, encrypted bool) (*Repository, backend.Backend, []chunk.ID, []chunk.ID) {
 	t.Helper()
 	r, be := newTestRepo(t, encrypted)
-	src, _ := damageSource(t)
+	src, _ := damageSource(t, 12, 0)
 	backup(t, r, BackupOptions{Paths: []string{src}})
 	var data, trees []chunk.ID
 	for name := range indexedPacks(t, r) {
@@ -242,6 +245,57 @@ func TestCheckUnindexedPack(t *testing.T) {
 				if notes[0].Object != packHandle(id).String() || notes[0].Kind != "pack" {
 					t.Errorf("note %+v does not name pack %s", notes[0], id.Short())
 				}
+			}
+		})
+	}
+}
+
+// An index file that a newer one supersedes is ignored (a note), but only
+// while the newer one can be read.
+func TestCheckSupersededIndex(t *testing.T) {
+	for _, damageNew := range []bool{false, true} {
+		t.Run(fmt.Sprintf("new damaged=%v", damageNew), func(t *testing.T) {
+			r, be, _, _ := checkRepo(t, false)
+			old := names(t, be, backend.IndexFile)
+			var merged index.File
+			for _, name := range old {
+				id, _ := chunk.ParseID(name)
+				f, err := r.LoadIndexFile(t.Context(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				merged.Supersedes = append(merged.Supersedes, id)
+				merged.Packs = append(merged.Packs, f.Packs...)
+			}
+			newID, err := r.SaveUnpacked(t.Context(), backend.IndexFile, merged.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			newObj := "index/" + newID.String()
+			if damageNew {
+				rewrite(t, be, backend.Handle{Type: backend.IndexFile, Name: newID.String()}, flipByte(7))
+				markDamaged(r)
+			}
+			fs, res := checkFindings(t, r, CheckOptions{ReadData: true})
+			errs, notes := bySeverity(fs, Error), bySeverity(fs, Note)
+			if damageNew {
+				// The old files describe every pack: the damaged new one is
+				// the only error, and nothing is superseded.
+				if len(errs) != 1 || errs[0].Object != newObj || len(notes) != 0 {
+					t.Errorf("findings %+v, want one error about %s", fs, newObj)
+				}
+				return
+			}
+			if len(errs) != 0 || len(notes) != len(old) {
+				t.Errorf("findings %+v, want %d notes", fs, len(old))
+			}
+			for _, n := range notes {
+				if n.Kind != "index" || !slices.Contains(old, strings.TrimPrefix(n.Object, "index/")) {
+					t.Errorf("note %+v is not about a superseded index file", n)
+				}
+			}
+			if res.IndexFiles != 1 {
+				t.Errorf("%d index files used, want 1", res.IndexFiles)
 			}
 		})
 	}

@@ -19,6 +19,9 @@ var (
 	// ErrPasswordRequired: the repository is encrypted and no password was
 	// supplied.
 	ErrPasswordRequired = errors.New("repository is encrypted and no password was given")
+	// ErrConfigDamaged: the password opens a key file, but no key opens the
+	// config: it is damaged or belongs to another repository.
+	ErrConfigDamaged = errors.New("the password is right, but the repository config cannot be decrypted: it is damaged or belongs to another repository")
 	// ErrSnapshotNotFound: no snapshot matches the id or prefix given.
 	ErrSnapshotNotFound = errors.New("snapshot not found")
 )

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -330,9 +329,6 @@ func snapshotPaths(t *testing.T, r *Repository, sn *Snapshot, root string) map[s
 	}
 	return out
 }
-
-// discard is an io.Writer for WriteContent calls that only verify.
-var discard io.Writer = io.Discard
 
 func snapshotHandle(id chunk.ID) backend.Handle {
 	return backend.Handle{Type: backend.SnapshotFile, Name: id.String()}

@@ -252,6 +252,7 @@ func Open(ctx context.Context, be backend.Backend, opts OpenOptions) (*Repositor
 // would unwrap but not open the config).
 func openKey(ctx context.Context, be backend.Backend, names []string, password string, config []byte) (*crypto.Key, crypto.Sealer, error) {
 	var firstErr error
+	unwrapped := false
 	for _, name := range names {
 		buf, err := backend.LoadAll(ctx, be, backend.Handle{Type: backend.KeyFile, Name: name}, nil)
 		if err != nil {
@@ -271,11 +272,17 @@ func openKey(ctx context.Context, be backend.Backend, names []string, password s
 		if err != nil {
 			continue
 		}
+		unwrapped = true
 		s := crypto.NewAEAD(key)
 		if _, err := s.Open(nil, config); err != nil {
 			continue
 		}
 		return key, s, nil
+	}
+	// The password opened a key file, so it is right: the config is what
+	// fails.
+	if unwrapped {
+		return nil, nil, ErrConfigDamaged
 	}
 	// A wrong password is the likely cause even if some key was unreadable;
 	// say both.

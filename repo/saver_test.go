@@ -477,7 +477,9 @@ func TestSaverBackendFails(t *testing.T) {
 			// Write ordering: whatever was written, no index file lists a
 			// pack that is not there.
 			packs := names(t, mb, backend.PackFile)
-			for name, listed := range indexedPacks(t, r) {
+			files := indexedPacks(t, r)
+			t.Logf("%d packs and %d index files were written before the failure", len(packs), len(files))
+			for name, listed := range files {
 				for _, p := range listed {
 					if _, ok := slices.BinarySearch(packs, p.String()); !ok {
 						t.Errorf("index file %s lists pack %s, which was never saved", name[:8], p.Short())

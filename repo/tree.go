@@ -235,6 +235,11 @@ func (s *Saver) SaveTree(t *Tree) (chunk.ID, error) {
 	if err != nil {
 		return chunk.ID{}, fmt.Errorf("encode tree: %w", err)
 	}
+	// Readers refuse larger blobs (LoadBlobAt); storing one would make a
+	// snapshot that cannot be read.
+	if len(buf) > maxStoredBlob-s.r.sealer.Overhead() {
+		return chunk.ID{}, fmt.Errorf("directory of %d entries is too large to store (%d bytes of tree, limit %d)", len(t.Nodes), len(buf), maxStoredBlob)
+	}
 	id, _, err := s.SaveBlob(index.TreeBlob, buf)
 	return id, err
 }

@@ -19,6 +19,9 @@ type damageFixture struct {
 	src string
 	// pack maps a file (relative to src) to the path of its data pack.
 	pack map[string]string
+	// firstTreePack is the tree pack of the first backup: the only one
+	// holding the tree of keep/, which never changes.
+	firstTreePack string
 }
 
 // damagedFile is the file whose pack the damage tests break.
@@ -33,16 +36,23 @@ func newDamageFixture(t *testing.T) *damageFixture {
 		writeFile(t, filepath.Join(f.src, name), randomBytes(uint64(51+i), 3<<20+i*12345), 0o644, mt)
 		before := packFiles(t, f.r.dir)
 		f.r.backup(f.src)
-		var large []string
+		var large, small []string
 		for p, size := range packFiles(t, f.r.dir) {
-			if _, ok := before[p]; !ok && size >= 1<<20 {
+			switch _, ok := before[p]; {
+			case ok:
+			case size >= 1<<20:
 				large = append(large, p)
+			default:
+				small = append(small, p)
 			}
 		}
-		if len(large) != 1 {
-			t.Fatalf("backup adding %s added %d large packs (%v), want 1: the fixture needs rethinking", name, len(large), large)
+		if len(large) != 1 || len(small) != 1 {
+			t.Fatalf("backup adding %s added %d large packs (%v) and %d small ones, want 1 and 1: the fixture needs rethinking", name, len(large), large, len(small))
 		}
 		f.pack[name] = large[0]
+		if i == 0 {
+			f.firstTreePack = small[0]
+		}
 	}
 	return f
 }
@@ -67,10 +77,26 @@ func (f *damageFixture) checkRestoreAfterDamage(t *testing.T) {
 	}
 	want := scanTree(t, f.src)
 	delete(want, damagedFile)
-	compareTrees(t, want, scanTree(t, restoredPath(target, f.src)), true)
+	compareTrees(t, want, scanTree(t, restoredPath(target, f.src)), false)
+
+	// With --json the failure is an error object naming the file.
+	target = filepath.Join(t.TempDir(), "target")
+	stdout, _, code := f.r.run(nil, "restore", "--json", "latest", "--target", target)
+	var items []string
+	for _, l := range jsonLines(t, stdout) {
+		if l["message_type"] == "error" {
+			items = append(items, l["item"].(string))
+			if msg, _ := l["error"].(string); !strings.Contains(msg, id[:8]) {
+				t.Errorf("restore --json: error object does not name pack %s: %v", id[:8], l)
+			}
+		}
+	}
+	if code == 0 || len(items) != 1 || items[0] != bad {
+		t.Errorf("restore --json: exit %d, error items %q; want non-zero and [%s]", code, items, bad)
+	}
 
 	// dump verifies too: the damaged file fails, a sound one is exact.
-	stdout, stderr, code := f.r.run(nil, "dump", "latest", bad)
+	stdout, stderr, code = f.r.run(nil, "dump", "latest", bad)
 	if code == 0 {
 		t.Errorf("dump of the damaged file exited 0")
 	}
@@ -101,6 +127,27 @@ func (f *damageFixture) checkFinds(t *testing.T, args ...string) {
 	}
 	if !strings.Contains(stdout+stderr, id[:8]) {
 		t.Errorf("check %s does not name pack %s:\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), id[:8], stdout, stderr)
+	}
+
+	// The same as JSON: findings, a summary counting them, and the exit
+	// error last.
+	args = append([]string{"check", "--json"}, args...)
+	stdout, _, code = f.r.run(nil, args...)
+	lines := jsonLines(t, stdout)
+	findings, summaryErrors := 0, -1.0
+	for _, l := range lines {
+		switch l["message_type"] {
+		case "finding":
+			if l["severity"] == "error" && strings.Contains(l["object"].(string)+l["message"].(string), id) {
+				findings++
+			}
+		case "summary":
+			summaryErrors, _ = l["errors"].(float64)
+		}
+	}
+	if code != exitError || findings == 0 || summaryErrors < 1 || lines[len(lines)-1]["message_type"] != "exit_error" {
+		t.Errorf("repo %s: exit %d, %d error findings naming pack %s, summary errors %v, want exit 1, >0, >0 and exit_error last:\n%s",
+			quoteArgs(args), code, findings, id[:8], summaryErrors, stdout)
 	}
 }
 
@@ -163,6 +210,32 @@ func TestE2EDamage(t *testing.T) {
 		}
 		f.checkRestoreAfterDamage(t)
 		f.checkFinds(t, "--read-data")
+	})
+
+	t.Run("deleted tree pack", func(t *testing.T) {
+		// keep/ is lost; everything else restores, and the loss is named.
+		f := newDamageFixture(t)
+		f.r.damaged = true
+		if err := os.Remove(f.firstTreePack); err != nil {
+			t.Fatal(err)
+		}
+		target := filepath.Join(t.TempDir(), "target")
+		_, stderr, code := f.r.run(nil, "restore", "latest", "--target", target)
+		id := packID(f.firstTreePack)
+		keep := filepath.Join(f.src, "keep")
+		if code == 0 || !strings.Contains(stderr, keep) || !strings.Contains(stderr, id[:8]) {
+			t.Errorf("restore without keep/'s tree: exit %d; stderr should name %s and pack %s:\n%s", code, keep, id[:8], stderr)
+		}
+		want := scanTree(t, f.src)
+		delete(want, "keep")
+		delete(want, "keep/small.txt")
+		got := scanTree(t, restoredPath(target, f.src))
+		delete(got, "keep") // may be left as an empty directory
+		compareTrees(t, want, got, false)
+		stdout, stderr, code := f.r.run(nil, "check")
+		if code != exitError || !strings.Contains(stdout, id[:8]) {
+			t.Errorf("check without a tree pack: exit %d, want %d naming pack %s\n%s%s", code, exitError, id[:8], stdout, stderr)
+		}
 	})
 
 	t.Run("intact", func(t *testing.T) {

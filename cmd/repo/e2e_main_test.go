@@ -717,6 +717,42 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 }
 
+// setDiff describes how the multisets got and want differ, one line per
+// path that is missing from got or extra in it.
+func setDiff(got, want []string) []string {
+	count := map[string]int{}
+	for _, p := range want {
+		count[p]++
+	}
+	for _, p := range got {
+		count[p]--
+	}
+	var out []string
+	for _, p := range sortedKeys(count) {
+		switch n := count[p]; {
+		case n > 0:
+			out = append(out, fmt.Sprintf("missing %q (%d times)", p, n))
+		case n < 0:
+			out = append(out, fmt.Sprintf("unexpected %q (%d times)", p, -n))
+		}
+	}
+	return out
+}
+
+// jsonString is s after a round trip through a JSON string.
+func jsonString(t *testing.T, s string) string {
+	t.Helper()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // skipHeavy skips tests that move hundreds of MiB in -short mode.
 func skipHeavy(t *testing.T) {
 	t.Helper()

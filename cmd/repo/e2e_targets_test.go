@@ -82,8 +82,10 @@ func TestE2ETargets(t *testing.T) {
 		if got := lastSummary[map[string]any](t, out)["snapshot_id"]; got != c.want {
 			t.Errorf("ls latest %q: snapshot %v, want %s", c.args, got, c.want)
 		}
-		out, _, _ = runWith(t, runOptions{dir: base}, r.env, nil, append([]string{"snapshots", "--json"}, c.args...)...)
-		if c.args != nil {
+		out, stderr, code = runWith(t, runOptions{dir: base}, r.env, nil, append([]string{"snapshots", "--json"}, c.args...)...)
+		if code != 0 {
+			t.Errorf("snapshots %q: exit %d: %s", c.args, code, stderr)
+		} else if c.args != nil {
 			var ids []string
 			for _, l := range jsonLines(t, out) {
 				if l["message_type"] == "snapshot" {
