@@ -122,9 +122,15 @@ func Init(ctx context.Context, be backend.Backend, opts InitOptions) (*Config, e
 	if cfg.Compression == "" {
 		cfg.Compression = "auto"
 	}
-	sealer := crypto.NewPlain()
 	if !opts.Insecure {
 		cfg.BlobIDs = BlobIDKeyed
+	}
+	// Everything is checked before anything is written.
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	sealer := crypto.NewPlain()
+	if !opts.Insecure {
 		key, err := crypto.NewRandomKey()
 		if err != nil {
 			return nil, err
@@ -133,9 +139,6 @@ func Init(ctx context.Context, be backend.Backend, opts InitOptions) (*Config, e
 			return nil, err
 		}
 		sealer = crypto.NewAEAD(key)
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
 	}
 	plain, err := json.Marshal(&cfg)
 	if err != nil {
@@ -290,6 +293,12 @@ func openKey(ctx context.Context, be backend.Backend, names []string, password s
 		return nil, nil, fmt.Errorf("%w (and %v)", ErrWrongPassword, firstErr)
 	}
 	return nil, nil, ErrWrongPassword
+}
+
+// ValidCompression checks a compression name (auto, fastest, better, off).
+func ValidCompression(s string) error {
+	_, err := compressionLevel(s)
+	return err
 }
 
 // compressionLevel maps a config or flag value to a zstd level.

@@ -59,6 +59,9 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 	if !o.stdin && len(args) == 0 {
 		return usageError("nothing to back up: give paths or --stdin (see 'repo backup --help')")
 	}
+	if o.stdin && !repo.ValidName(o.stdinFilename) {
+		return usageError("--stdin-filename %q: want a plain file name, without '/'", o.stdinFilename)
+	}
 	if o.force && o.parent != "" {
 		return usageError("--force and --parent cannot be combined")
 	}

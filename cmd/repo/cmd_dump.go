@@ -44,6 +44,6 @@ Exit codes: 0 ok, 1 error (nothing or a verified prefix was written),
 			return r.WriteContent(ctx, node, g.out)
 		},
 	}
-	o.addFlags(c.Flags())
+	o.addFlags(c.Flags(), "for latest: ")
 	return c
 }

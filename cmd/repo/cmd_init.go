@@ -42,6 +42,9 @@ func runInit(c *cobra.Command, g *globalOptions, o initOptions) error {
 	if o.packSizeMiB < 1 || o.packSizeMiB > 1024 {
 		return usageError("--pack-size must be between 1 and 1024 MiB")
 	}
+	if err := repo.ValidCompression(o.compression); err != nil {
+		return usageError("--compression: %v", err)
+	}
 	opts := repo.InitOptions{Insecure: o.insecureNoPassword, Compression: o.compression, PackSize: o.packSizeMiB << 20}
 	if !o.insecureNoPassword {
 		pw, err := g.password("enter a password for the new repository: ", true)

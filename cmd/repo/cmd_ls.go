@@ -31,7 +31,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 12 wrong password.`,
 		RunE: func(c *cobra.Command, args []string) error { return runLs(c, g, o, args) },
 	}
 	c.Flags().BoolVarP(&o.long, "long", "l", false, "show mode, owner, size and time")
-	o.addFlags(c.Flags())
+	o.addFlags(c.Flags(), "for latest: ")
 	return c
 }
 

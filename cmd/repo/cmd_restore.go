@@ -42,7 +42,7 @@ Exit codes: 0 ok, 1 error or some files not restored, 2 usage,
 		RunE: func(c *cobra.Command, args []string) error { return runRestore(c, g, o, args[0]) },
 	}
 	c.Flags().StringVarP(&o.target, "target", "t", "", "restore into `directory` (required)")
-	o.addFlags(c.Flags())
+	o.addFlags(c.Flags(), "for latest: ")
 	return c
 }
 

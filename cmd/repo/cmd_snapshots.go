@@ -12,9 +12,7 @@ import (
 )
 
 type snapshotsOptions struct {
-	host  string
-	tags  []string
-	paths []string
+	filterFlags
 }
 
 func newSnapshotsCmd(g *globalOptions) *cobra.Command {
@@ -33,9 +31,7 @@ Exit codes: 0 ok, 1 error, 10 no repository, 12 wrong password.`,
 		Args: argsRange(0, 0),
 		RunE: func(c *cobra.Command, _ []string) error { return runSnapshots(c, g, o) },
 	}
-	c.Flags().StringVar(&o.host, "host", "", "only snapshots of `host`")
-	c.Flags().StringArrayVar(&o.tags, "tag", nil, "only snapshots with `tag` (repeatable: all of them)")
-	c.Flags().StringArrayVar(&o.paths, "path", nil, "only snapshots of exactly these `paths` (repeatable)")
+	o.addFlags(c.Flags(), "")
 	return c
 }
 
@@ -54,7 +50,7 @@ func runSnapshots(c *cobra.Command, g *globalOptions, o snapshotsOptions) error 
 	if err != nil {
 		return err
 	}
-	f := repo.SnapshotFilter{Host: o.host, Tags: o.tags, Paths: o.paths}
+	f := o.filter()
 	var shown []*repo.Snapshot
 	for _, sn := range sns {
 		if f.Match(sn) {

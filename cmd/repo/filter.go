@@ -8,17 +8,20 @@ import (
 	"repo/repo"
 )
 
-// filterFlags select which snapshot "latest" means.
+// filterFlags select snapshots: which ones are listed, or which one
+// "latest" means.
 type filterFlags struct {
 	host  string
 	tags  []string
 	paths []string
 }
 
-func (f *filterFlags) addFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&f.host, "host", "", "for latest: only snapshots of `host`")
-	fs.StringArrayVar(&f.tags, "tag", nil, "for latest: only snapshots with `tag` (repeatable)")
-	fs.StringArrayVar(&f.paths, "path", nil, "for latest: only snapshots of exactly these `paths` (repeatable)")
+// addFlags adds --host, --tag and --path; prefix starts their help text
+// (e.g. "for latest: ").
+func (f *filterFlags) addFlags(fs *pflag.FlagSet, prefix string) {
+	fs.StringVar(&f.host, "host", "", prefix+"only snapshots of `host`")
+	fs.StringArrayVar(&f.tags, "tag", nil, prefix+"only snapshots with `tag` (repeatable: all of them)")
+	fs.StringArrayVar(&f.paths, "path", nil, prefix+"only snapshots of exactly these `paths` (repeatable)")
 }
 
 // filter returns the snapshot filter; paths are made absolute as backup

@@ -69,6 +69,19 @@ unreadable, 10 no repository at the location, 11 repository locked,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       versionString(),
+		// Runnable so that an unknown command reaches RunE and becomes a
+		// usage error (exit 2) with suggestions, not cobra's plain error.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return c.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q", args[0])
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+			}
+			return usageError("%s; see 'repo --help'", msg)
+		},
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &codeError{exitUsage, fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
