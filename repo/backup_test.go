@@ -166,6 +166,9 @@ func compareDirs(t *testing.T, want, got string) {
 			if err != nil || gl != wl {
 				t.Errorf("%q: link target %q (%v), want %q", rel, gl, err, wl)
 			}
+			if !wi.ModTime().Equal(gi.ModTime()) {
+				t.Errorf("%q: symlink mtime %v, want %v", rel, gi.ModTime(), wi.ModTime())
+			}
 			return nil
 		case wi.Mode().IsRegular():
 			wd, err := os.ReadFile(p)

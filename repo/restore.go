@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -264,6 +265,9 @@ func (rs *restorer) restoreNode(ctx context.Context, shown, rel string, n *Node)
 				rs.report(shown, err)
 			}
 		}
+		if err := rs.lchtimes(rel, n); err != nil {
+			rs.report(shown, err)
+		}
 		rs.count(func(s *RestoreStats) { s.Symlinks++ })
 	case NodeFIFO, NodeDevice, NodeCharDevice:
 		if err := rs.mknod(rel, n); err != nil {
@@ -338,6 +342,32 @@ func (rs *restorer) mknod(rel string, n *Node) error {
 		return fmt.Errorf("mknod %s: %w", rel, err)
 	}
 	return nil
+}
+
+// lchtimes sets the times of the symlink rel itself. os.Root has no
+// lchtimes, so as in mknod the parent is opened through the root and the
+// link changed relative to its descriptor. Backup does not record a link's
+// atime (reading the link changes it), so the mtime stands in for it.
+func (rs *restorer) lchtimes(rel string, n *Node) error {
+	dir, err := rs.root.Open(path.Dir(rel))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	atime := n.AccessTime
+	if atime.IsZero() {
+		atime = n.ModTime
+	}
+	ts := []unix.Timespec{timespec(atime), timespec(n.ModTime)}
+	if err := unix.UtimesNanoAt(int(dir.Fd()), path.Base(rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times of %s: %w", rel, err)
+	}
+	return nil
+}
+
+// timespec converts t without UnixNano, which overflows past 2262.
+func timespec(t time.Time) unix.Timespec {
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }
 
 // applyMeta sets owner, mode, extended attributes and times of rel.
