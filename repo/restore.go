@@ -128,10 +128,8 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, subpath string, 
 	if err != nil {
 		return RestoreStats{}, fmt.Errorf("open target: %w", err)
 	}
-	defer root.Close()
 	rs := &restorer{
 		r:       r,
-		root:    root,
 		onError: opts.OnError,
 		files:   make(chan restoreJob, 64),
 		isRoot:  os.Geteuid() == 0,
@@ -147,23 +145,19 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, subpath string, 
 			rs.fileWorker(ctx)
 		}()
 	}
+	// The target keeps its own metadata: its dirState has no node.
+	top := &dirState{root: root, shown: clean}
+	top.refs.Store(1)
 	if node.Type == NodeDir {
-		err = rs.restoreTree(ctx, clean, ".", *node.Subtree)
+		err = rs.restoreTree(ctx, top, *node.Subtree)
 	} else {
-		err = rs.restoreNode(ctx, clean, node.Name, node)
+		err = rs.restoreNode(ctx, top, node.Name, clean, node)
 	}
 	close(rs.files)
 	wg.Wait()
+	rs.release(top)
 	if err == nil {
 		err = ctx.Err()
-	}
-	// Directory metadata last, deepest first: restoring a read-only mode or
-	// an mtime earlier would block or undo the writes inside.
-	if err == nil {
-		for i := len(rs.dirs) - 1; i >= 0; i-- {
-			d := rs.dirs[i]
-			rs.applyMeta(d.rel, d.shown, d.node)
-		}
 	}
 	st := rs.stats
 	st.Bytes = rs.bytes.Load()
@@ -179,26 +173,43 @@ func restoreWorkers() int { return min(max(4, 2*runtime.GOMAXPROCS(0)), 8) }
 
 type restorer struct {
 	r       *Repository
-	root    *os.Root
 	onError func(string, error)
 	files   chan restoreJob
 	isRoot  bool
 
-	dirs   []restoreDir // in creation order; only the walker touches it
 	mu     sync.Mutex
 	stats  RestoreStats
 	bytes  atomic.Int64
 	errors atomic.Int64
 }
 
-type restoreJob struct {
-	rel, shown string
-	node       *Node
+// dirState is a directory of the target being restored. Everything in it is
+// created through root, opened from the parent's root by a single name, so
+// no operation resolves more than one name (os.Root walks a relative path
+// one component at a time: a full path per file costs a dozen openat
+// calls) and none can leave the target.
+//
+// refs counts what is still to be done in the directory: one for the walker
+// until it has queued every entry, one per queued file, one per
+// subdirectory until that is finished. At zero the directory is complete:
+// its own metadata is set (only now, so that no later entry changes its
+// mtime and a read-only mode blocks nothing), its root closed, and its
+// reference on the parent dropped. So only directories with work pending
+// hold a descriptor.
+type dirState struct {
+	root   *os.Root
+	parent *dirState // nil for the target
+	name   string    // in the parent
+	shown  string    // the snapshot path, for messages
+	node   *Node     // nil for the target, whose metadata is left alone
+	refs   atomic.Int64
 }
 
-type restoreDir struct {
-	rel, shown string
-	node       *Node
+type restoreJob struct {
+	dir   *dirState
+	name  string
+	shown string
+	node  *Node
 }
 
 func (rs *restorer) report(shown string, err error) {
@@ -212,13 +223,26 @@ func (rs *restorer) count(f func(*RestoreStats)) {
 	rs.mu.Unlock()
 }
 
-// restoreTree restores the entries of tree id into directory rel (relative
-// to the target); shown is the snapshot path, for messages.
-func (rs *restorer) restoreTree(ctx context.Context, shown, rel string, id chunk.ID) error {
+// release drops one reference on d and completes it at zero.
+func (rs *restorer) release(d *dirState) {
+	if d.refs.Add(-1) != 0 {
+		return
+	}
+	if d.node != nil && d.parent != nil {
+		rs.applyMeta(d.parent.root, d.name, d.shown, d.node)
+	}
+	d.root.Close()
+	if d.parent != nil {
+		rs.release(d.parent)
+	}
+}
+
+// restoreTree restores the entries of tree id into d.
+func (rs *restorer) restoreTree(ctx context.Context, d *dirState, id chunk.ID) error {
 	t, err := rs.r.LoadTree(ctx, id)
 	if err != nil {
 		// The whole directory is lost; say so and go on with the rest.
-		rs.report(shown, err)
+		rs.report(d.shown, err)
 		return nil
 	}
 	for i := range t.Nodes {
@@ -226,55 +250,62 @@ func (rs *restorer) restoreTree(ctx context.Context, shown, rel string, id chunk
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := rs.restoreNode(ctx, path.Join(shown, n.Name), path.Join(rel, n.Name), n); err != nil {
+		if err := rs.restoreNode(ctx, d, n.Name, path.Join(d.shown, n.Name), n); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// restoreNode restores one entry at rel. Names were validated when the tree
-// was loaded, and os.Root refuses any path that leaves the target.
-func (rs *restorer) restoreNode(ctx context.Context, shown, rel string, n *Node) error {
+// restoreNode restores one entry called name in d. Names were validated
+// when the tree was loaded, and os.Root refuses any name that leaves d.
+func (rs *restorer) restoreNode(ctx context.Context, d *dirState, name, shown string, n *Node) error {
 	switch n.Type {
 	case NodeDir:
-		if err := rs.mkdir(rel); err != nil {
+		sub, err := mkdirRoot(d.root, name)
+		if err != nil {
 			rs.report(shown, err)
 			return nil
 		}
 		rs.count(func(s *RestoreStats) { s.Dirs++ })
-		rs.dirs = append(rs.dirs, restoreDir{rel, shown, n})
-		return rs.restoreTree(ctx, shown, rel, *n.Subtree)
+		child := &dirState{root: sub, parent: d, name: name, shown: shown, node: n}
+		child.refs.Store(1)
+		d.refs.Add(1)
+		err = rs.restoreTree(ctx, child, *n.Subtree)
+		rs.release(child)
+		return err
 	case NodeFile:
+		d.refs.Add(1)
 		select {
-		case rs.files <- restoreJob{rel, shown, n}:
+		case rs.files <- restoreJob{d, name, shown, n}:
 		case <-ctx.Done():
+			rs.release(d)
 			return ctx.Err()
 		}
 	case NodeSymlink:
-		if err := rs.clear(rel); err != nil {
+		if err := clearEntry(d.root, name); err != nil {
 			rs.report(shown, err)
 			return nil
 		}
-		if err := rs.root.Symlink(n.LinkTarget, rel); err != nil {
+		if err := d.root.Symlink(n.LinkTarget, name); err != nil {
 			rs.report(shown, err)
 			return nil
 		}
 		if rs.isRoot {
-			if err := rs.root.Lchown(rel, int(n.UID), int(n.GID)); err != nil {
+			if err := d.root.Lchown(name, int(n.UID), int(n.GID)); err != nil {
 				rs.report(shown, err)
 			}
 		}
-		if err := rs.lchtimes(rel, n); err != nil {
+		if err := lchtimes(d.root, name, n); err != nil {
 			rs.report(shown, err)
 		}
 		rs.count(func(s *RestoreStats) { s.Symlinks++ })
 	case NodeFIFO, NodeDevice, NodeCharDevice:
-		if err := rs.mknod(rel, n); err != nil {
+		if err := mknod(d.root, name, n); err != nil {
 			rs.report(shown, err)
 			return nil
 		}
-		rs.applyMeta(rel, shown, n)
+		rs.applyMeta(d.root, name, shown, n)
 		rs.count(func(s *RestoreStats) { s.Other++ })
 	case NodeSocket:
 		// A socket is created by the program that listens on it; there is
@@ -283,10 +314,11 @@ func (rs *restorer) restoreNode(ctx context.Context, shown, rel string, n *Node)
 	return nil
 }
 
-// clear removes whatever is at rel (not following symlinks) so a new entry
-// can be created there; a missing entry is fine.
-func (rs *restorer) clear(rel string) error {
-	fi, err := rs.root.Lstat(rel)
+// clearEntry removes whatever is called name in dir (not following
+// symlinks) so that a new entry can be created there; a missing entry is
+// fine.
+func clearEntry(dir *os.Root, name string) error {
+	fi, err := dir.Lstat(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -294,41 +326,47 @@ func (rs *restorer) clear(rel string) error {
 		return err
 	}
 	if fi.IsDir() {
-		return rs.root.RemoveAll(rel)
+		return dir.RemoveAll(name)
 	}
-	return rs.root.Remove(rel)
+	return dir.Remove(name)
 }
 
-// mkdir makes directory rel, keeping an existing directory and replacing
-// anything else (such as a symlink) found there.
-func (rs *restorer) mkdir(rel string) error {
-	if rel == "." {
-		return nil
-	}
-	fi, err := rs.root.Lstat(rel)
-	if err == nil && fi.IsDir() {
-		return nil
-	}
-	if err == nil {
-		if err := rs.root.Remove(rel); err != nil {
-			return err
+// mkdirRoot makes directory name in dir, keeping an existing directory and
+// replacing anything else (such as a symlink) found there, and opens it.
+func mkdirRoot(dir *os.Root, name string) (*os.Root, error) {
+	err := dir.Mkdir(name, 0o700)
+	if errors.Is(err, fs.ErrExist) {
+		fi, lerr := dir.Lstat(name)
+		switch {
+		case lerr != nil:
+			return nil, lerr
+		case fi.IsDir():
+			err = nil
+		default:
+			if err := dir.Remove(name); err != nil {
+				return nil, err
+			}
+			err = dir.Mkdir(name, 0o700)
 		}
 	}
-	return rs.root.Mkdir(rel, 0o700)
+	if err != nil {
+		return nil, err
+	}
+	return dir.OpenRoot(name)
 }
 
-// mknod creates a fifo or device node. os.Root has no mknod, so the parent
-// is opened through the root (which guarantees it is inside the target) and
-// the node is made relative to that directory's descriptor.
-func (rs *restorer) mknod(rel string, n *Node) error {
-	if err := rs.clear(rel); err != nil {
+// mknod creates a fifo or device node. os.Root has no mknod, so the node is
+// made relative to the directory's descriptor (opened through the root, so
+// inside the target).
+func mknod(dir *os.Root, name string, n *Node) error {
+	if err := clearEntry(dir, name); err != nil {
 		return err
 	}
-	dir, err := rs.root.Open(path.Dir(rel))
+	f, err := dir.Open(".")
 	if err != nil {
 		return err
 	}
-	defer dir.Close()
+	defer f.Close()
 	mode := uint32(0o600)
 	switch n.Type {
 	case NodeFIFO:
@@ -338,29 +376,29 @@ func (rs *restorer) mknod(rel string, n *Node) error {
 	case NodeCharDevice:
 		mode |= unix.S_IFCHR
 	}
-	if err := unix.Mknodat(int(dir.Fd()), path.Base(rel), mode, int(n.Rdev)); err != nil {
-		return fmt.Errorf("mknod %s: %w", rel, err)
+	if err := unix.Mknodat(int(f.Fd()), name, mode, int(n.Rdev)); err != nil {
+		return fmt.Errorf("mknod %s: %w", name, err)
 	}
 	return nil
 }
 
-// lchtimes sets the times of the symlink rel itself. os.Root has no
-// lchtimes, so as in mknod the parent is opened through the root and the
-// link changed relative to its descriptor. Backup does not record a link's
-// atime (reading the link changes it), so the mtime stands in for it.
-func (rs *restorer) lchtimes(rel string, n *Node) error {
-	dir, err := rs.root.Open(path.Dir(rel))
+// lchtimes sets the times of the symlink name itself, relative to the
+// directory's descriptor as in mknod (os.Root has no lchtimes). Backup does
+// not record a link's atime (reading the link changes it), so the mtime
+// stands in for it.
+func lchtimes(dir *os.Root, name string, n *Node) error {
+	f, err := dir.Open(".")
 	if err != nil {
 		return err
 	}
-	defer dir.Close()
+	defer f.Close()
 	atime := n.AccessTime
 	if atime.IsZero() {
 		atime = n.ModTime
 	}
 	ts := []unix.Timespec{timespec(atime), timespec(n.ModTime)}
-	if err := unix.UtimesNanoAt(int(dir.Fd()), path.Base(rel), ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("set times of %s: %w", rel, err)
+	if err := unix.UtimesNanoAt(int(f.Fd()), name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times of %s: %w", name, err)
 	}
 	return nil
 }
@@ -370,15 +408,16 @@ func timespec(t time.Time) unix.Timespec {
 	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }
 
-// applyMeta sets owner, mode, extended attributes and times of rel.
-func (rs *restorer) applyMeta(rel, shown string, n *Node) {
+// applyMeta sets owner, mode, extended attributes and times of the entry
+// name in dir.
+func (rs *restorer) applyMeta(dir *os.Root, name, shown string, n *Node) {
 	if rs.isRoot {
-		if err := rs.root.Lchown(rel, int(n.UID), int(n.GID)); err != nil {
+		if err := dir.Lchown(name, int(n.UID), int(n.GID)); err != nil {
 			rs.report(shown, err)
 		}
 	}
 	if len(n.Xattrs) > 0 && n.Type == NodeDir {
-		if f, err := rs.root.Open(rel); err == nil {
+		if f, err := dir.Open(name); err == nil {
 			if err := source.SetXattrs(f, toSourceXattrs(n.Xattrs)); err != nil {
 				rs.report(shown, err)
 			}
@@ -386,10 +425,10 @@ func (rs *restorer) applyMeta(rel, shown string, n *Node) {
 		}
 	}
 	// chmod after chown: chown clears setuid and setgid bits.
-	if err := rs.root.Chmod(rel, goMode(n.Mode)); err != nil {
+	if err := dir.Chmod(name, goMode(n.Mode)); err != nil {
 		rs.report(shown, err)
 	}
-	if err := rs.root.Chtimes(rel, n.AccessTime, n.ModTime); err != nil {
+	if err := dir.Chtimes(name, n.AccessTime, n.ModTime); err != nil {
 		rs.report(shown, err)
 	}
 }
@@ -405,52 +444,59 @@ func toSourceXattrs(xs []Xattr) []source.Xattr {
 func (rs *restorer) fileWorker(ctx context.Context) {
 	var w contentWriter
 	for job := range rs.files {
-		if ctx.Err() != nil {
-			continue
+		if ctx.Err() == nil {
+			if err := rs.restoreFile(ctx, &w, job); err != nil {
+				rs.report(job.shown, err)
+			} else {
+				rs.count(func(s *RestoreStats) { s.Files++ })
+			}
 		}
-		if err := rs.restoreFile(ctx, &w, job); err != nil {
-			rs.report(job.shown, err)
-			continue
-		}
-		rs.count(func(s *RestoreStats) { s.Files++ })
+		rs.release(job.dir)
 	}
 }
 
-// restoreFile writes one file: created new (an existing entry is removed
-// first, so a symlink in its place is never followed), every blob verified,
-// removed again if anything fails.
+// restoreFile writes one file: created new (an entry already there is
+// removed first, so a symlink in its place is never followed), every blob
+// verified, removed again if anything fails.
 func (rs *restorer) restoreFile(ctx context.Context, w *contentWriter, job restoreJob) error {
-	if err := rs.clear(job.rel); err != nil {
-		return err
+	dir, name, n := job.dir.root, job.name, job.node
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	f, err := dir.OpenFile(name, flags, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		// Rare (restoring over an earlier restore): only then pay for
+		// looking at what is there.
+		if err := clearEntry(dir, name); err != nil {
+			return err
+		}
+		f, err = dir.OpenFile(name, flags, 0o600)
 	}
-	f, err := rs.root.OpenFile(job.rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	n, err := w.write(ctx, rs.r, f, job.node)
-	if err == nil && uint64(n) != job.node.Size {
-		err = fmt.Errorf("content is %d bytes, the snapshot says %d", n, job.node.Size)
+	size, err := w.write(ctx, rs.r, f, n)
+	if err == nil && uint64(size) != n.Size {
+		err = fmt.Errorf("content is %d bytes, the snapshot says %d", size, n.Size)
 	}
 	if err == nil && rs.isRoot {
-		err = f.Chown(int(job.node.UID), int(job.node.GID))
+		err = f.Chown(int(n.UID), int(n.GID))
 	}
-	if err == nil && len(job.node.Xattrs) > 0 {
-		if xerr := source.SetXattrs(f, toSourceXattrs(job.node.Xattrs)); xerr != nil {
+	if err == nil && len(n.Xattrs) > 0 {
+		if xerr := source.SetXattrs(f, toSourceXattrs(n.Xattrs)); xerr != nil {
 			rs.report(job.shown, xerr)
 		}
 	}
 	if err == nil {
-		err = f.Chmod(goMode(job.node.Mode))
+		err = f.Chmod(goMode(n.Mode))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		rs.root.Remove(job.rel)
+		dir.Remove(name)
 		return err
 	}
-	rs.bytes.Add(n)
-	if err := rs.root.Chtimes(job.rel, job.node.AccessTime, job.node.ModTime); err != nil {
+	rs.bytes.Add(size)
+	if err := dir.Chtimes(name, n.AccessTime, n.ModTime); err != nil {
 		rs.report(job.shown, err)
 	}
 	return nil
