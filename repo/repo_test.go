@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"repo/backend"
@@ -300,5 +302,52 @@ func TestUnpackedRoundtripAndDamage(t *testing.T) {
 				t.Errorf("load of a missing object: %v, want ErrNotExist", err)
 			}
 		})
+	}
+}
+
+// A cache directory that cannot be used is not fatal: the cache is only a
+// cache, so Open falls back to a temporary one, says why, and removes it
+// on Close.
+func TestOpenUnusableCacheDir(t *testing.T) {
+	be := mem.New()
+	if _, err := Init(t.Context(), be, testInitOptions(true)); err != nil {
+		t.Fatalf("init: %v", err)
+	}
+	// A regular file where the cache root should be: nothing can be made
+	// below it.
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(t.Context(), be, OpenOptions{Password: passwordFunc(testPassword), CacheDir: notDir})
+	if err != nil {
+		t.Fatalf("open with an unusable cache dir: %v", err)
+	}
+	if r.CacheFallback() == nil {
+		t.Error("CacheFallback is nil, want the reason the cache dir was not used")
+	}
+	tmp := r.tempCacheDir
+	if tmp == "" {
+		t.Fatal("no temporary cache in use")
+	}
+	if _, err := r.LoadIndex(t.Context()); err != nil {
+		t.Fatalf("load index: %v", err)
+	}
+	s := r.NewSaver(t.Context())
+	id, _, err := s.SaveBlob(index.DataBlob, []byte("content"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.LoadBlob(t.Context(), index.DataBlob, id, nil); err != nil || string(got) != "content" {
+		t.Fatalf("load blob through the fallback cache: %q, %v", got, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Errorf("temporary cache %s still exists after Close (%v)", tmp, err)
 	}
 }

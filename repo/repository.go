@@ -38,8 +38,10 @@ type Repository struct {
 	pendingMu sync.RWMutex
 	pending   map[blobKey]index.PackedBlob
 
-	// tempCacheDir is removed on Close when no cache root was given.
-	tempCacheDir string
+	// tempCacheDir is removed on Close when no cache root was given or it
+	// could not be used (cacheFallback says why).
+	tempCacheDir  string
+	cacheFallback error
 }
 
 // blobKey identifies a blob within its type's namespace.
@@ -320,26 +322,36 @@ func compressionLevel(s string) (pack.Level, error) {
 	return 0, fmt.Errorf("unknown compression %q (want auto, fastest, better or off)", s)
 }
 
-// openCache opens the index cache (not yet synced).
+// openCache opens the index cache (not yet synced) in cacheRoot/<id>, or
+// in a temporary directory removed on Close when cacheRoot is empty. A
+// cache directory that cannot be used at all (not writable, no file
+// locks) is not fatal either: the cache is only a cache, so a temporary
+// one takes its place and CacheFallback says why.
 func (r *Repository) openCache(cacheRoot string) error {
-	dir := cacheRoot
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "repo-cache-")
-		if err != nil {
-			return fmt.Errorf("make temporary cache: %w", err)
+	if cacheRoot != "" {
+		c, err := index.OpenCache(filepath.Join(cacheRoot, r.cfg.ID))
+		if err == nil {
+			r.cache = c
+			return nil
 		}
-		dir = tmp
-		r.tempCacheDir = tmp
-	} else {
-		dir = filepath.Join(cacheRoot, r.cfg.ID)
+		r.cacheFallback = err
 	}
-	c, err := index.OpenCache(dir)
+	tmp, err := os.MkdirTemp("", "repo-cache-")
 	if err != nil {
+		return fmt.Errorf("make temporary cache: %w", err)
+	}
+	c, err := index.OpenCache(tmp)
+	if err != nil {
+		os.RemoveAll(tmp)
 		return fmt.Errorf("open index cache: %w", err)
 	}
-	r.cache = c
+	r.cache, r.tempCacheDir = c, tmp
 	return nil
 }
+
+// CacheFallback returns why the cache directory given to Open could not be
+// used (a temporary cache is used instead), or nil.
+func (r *Repository) CacheFallback() error { return r.cacheFallback }
 
 // Config returns the repository's config.
 func (r *Repository) Config() Config { return r.cfg }

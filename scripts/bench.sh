@@ -36,5 +36,5 @@ export EXT_BACKUP="'$BIN' backup -q -r \"\$REPO\" --cache-dir \"\$REPO.cache\" \
 export EXT_RESTORE="'$BIN' restore -q -r \"\$REPO\" --cache-dir \"\$REPO.cache\" latest --path \"\$SRC\" --target \"\$TARGET\""
 "$BENCH_SHARED/baseline.sh"
 mkdir -p bench/results
-cp "$RESULTS/results.md" "bench/results/$(basename "$RESULTS").md" 2>/dev/null || true
+cp "$RESULTS/results.md" "bench/results/$(date +%Y-%m-%d)-$(basename "$RESULTS").md" 2>/dev/null || true
 echo "results: $RESULTS (table copied to bench/results/)"

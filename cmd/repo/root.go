@@ -219,6 +219,9 @@ func (g *globalOptions) openRepository(ctx context.Context, withIndex bool) (*re
 		be.Close()
 		return nil, nil, err
 	}
+	if err := r.CacheFallback(); err != nil && !g.quiet && !g.json {
+		fmt.Fprintf(g.err, "warning: cache directory unusable, using a temporary cache: %v\n", err)
+	}
 	closeAll := func() {
 		r.Close()
 		be.Close()
