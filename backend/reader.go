@@ -151,3 +151,22 @@ func ReadAt(ctx context.Context, be Backend, h Handle, buf []byte, offset int64)
 		return nil
 	})
 }
+
+// ContextReader returns a reader that fails with ctx's error once ctx is
+// cancelled, so that a long read loop over rd (a Load, a stream being
+// backed up) stops promptly.
+func ContextReader(ctx context.Context, rd io.Reader) io.Reader {
+	return &ctxReader{ctx: ctx, rd: rd}
+}
+
+type ctxReader struct {
+	ctx context.Context
+	rd  io.Reader
+}
+
+func (r *ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.rd.Read(p)
+}

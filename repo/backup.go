@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"repo/backend"
 	"repo/chunk"
 	"repo/index"
 	"repo/source"
@@ -387,7 +388,7 @@ func (a *archiver) saveStream(c *chunk.Chunker, scratch []byte, rd io.Reader) fi
 // saveStdin stores one stream as the only file of the snapshot.
 func (a *archiver) saveStdin(ctx context.Context, rd io.Reader, name string, mtime time.Time) (*Node, error) {
 	c := chunk.NewChunker(a.r.cfg.Polynomial, a.class)
-	res := a.saveStream(c, make([]byte, a.class.MaxSize), &ctxReader{ctx, rd})
+	res := a.saveStream(c, make([]byte, a.class.MaxSize), backend.ContextReader(ctx, rd))
 	if res.fatal != nil {
 		return nil, res.fatal
 	}
@@ -411,19 +412,6 @@ func (a *archiver) saveStdin(ctx context.Context, rd io.Reader, name string, mti
 		return nil, err
 	}
 	return &Node{Type: NodeDir, Subtree: &id}, nil
-}
-
-// ctxReader stops a read loop once ctx is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	rd  io.Reader
-}
-
-func (r *ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.rd.Read(p)
 }
 
 // loadParentTree returns the tree of the parent snapshot's node for the same

@@ -91,40 +91,21 @@ func (x *Xattr) UnmarshalJSON(b []byte) error {
 // nodeJSON is Node's stored form. JSON strings must be UTF-8, but file
 // names and link targets are arbitrary bytes: those that are not valid
 // UTF-8 are stored in *_raw (base64) and the readable field holds a lossy
-// copy for humans.
+// copy for humans. nodeFields has Node's fields without its methods, so
+// encoding it does not recurse.
 type nodeJSON struct {
-	Name          string     `json:"name"`
-	NameRaw       []byte     `json:"name_raw,omitempty"`
-	Type          string     `json:"type"`
-	Mode          uint32     `json:"mode"`
-	UID           uint32     `json:"uid"`
-	GID           uint32     `json:"gid"`
-	User          string     `json:"user,omitempty"`
-	Group         string     `json:"group,omitempty"`
-	ModTime       time.Time  `json:"mtime"`
-	AccessTime    time.Time  `json:"atime"`
-	ChangeTime    time.Time  `json:"ctime"`
-	Inode         uint64     `json:"inode,omitempty"`
-	DeviceID      uint64     `json:"device_id,omitempty"`
-	Links         uint64     `json:"links,omitempty"`
-	Size          uint64     `json:"size,omitempty"`
-	Rdev          uint64     `json:"rdev,omitempty"`
-	LinkTarget    string     `json:"link_target,omitempty"`
-	LinkTargetRaw []byte     `json:"link_target_raw,omitempty"`
-	Xattrs        []Xattr    `json:"xattrs,omitempty"`
-	Content       []chunk.ID `json:"content,omitempty"`
-	Subtree       *chunk.ID  `json:"subtree,omitempty"`
+	nodeFields
+	NameRaw       []byte `json:"name_raw,omitempty"`
+	LinkTargetRaw []byte `json:"link_target_raw,omitempty"`
 }
 
-// MarshalJSON implements the stored form.
+type nodeFields Node
+
+// MarshalJSON implements the stored form, with times in UTC so that the
+// encoding does not depend on the local time zone.
 func (n Node) MarshalJSON() ([]byte, error) {
-	j := nodeJSON{
-		Name: n.Name, Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID,
-		User: n.User, Group: n.Group,
-		ModTime: n.ModTime.UTC(), AccessTime: n.AccessTime.UTC(), ChangeTime: n.ChangeTime.UTC(),
-		Inode: n.Inode, DeviceID: n.DeviceID, Links: n.Links, Size: n.Size, Rdev: n.Rdev,
-		LinkTarget: n.LinkTarget, Xattrs: n.Xattrs, Content: n.Content, Subtree: n.Subtree,
-	}
+	j := nodeJSON{nodeFields: nodeFields(n)}
+	j.ModTime, j.AccessTime, j.ChangeTime = n.ModTime.UTC(), n.AccessTime.UTC(), n.ChangeTime.UTC()
 	if !utf8.ValidString(n.Name) {
 		j.Name, j.NameRaw = strings.ToValidUTF8(n.Name, "\uFFFD"), []byte(n.Name)
 	}
@@ -140,13 +121,7 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*n = Node{
-		Name: j.Name, Type: j.Type, Mode: j.Mode, UID: j.UID, GID: j.GID,
-		User: j.User, Group: j.Group,
-		ModTime: j.ModTime, AccessTime: j.AccessTime, ChangeTime: j.ChangeTime,
-		Inode: j.Inode, DeviceID: j.DeviceID, Links: j.Links, Size: j.Size, Rdev: j.Rdev,
-		LinkTarget: j.LinkTarget, Xattrs: j.Xattrs, Content: j.Content, Subtree: j.Subtree,
-	}
+	*n = Node(j.nodeFields)
 	if j.NameRaw != nil {
 		n.Name = string(j.NameRaw)
 	}

@@ -283,7 +283,7 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, length int, offset
 	if length > 0 {
 		r = io.LimitReader(f, int64(length))
 	}
-	return fn(&ctxReader{ctx: ctx, rd: r})
+	return fn(backend.ContextReader(ctx, r))
 }
 
 // Stat returns the size of h.
@@ -492,18 +492,4 @@ func mkdirSynced(dir string) error {
 		return classify(err)
 	}
 	return syncDir(filepath.Dir(dir))
-}
-
-// ctxReader fails reads once ctx is cancelled, so that a long Load stops
-// promptly.
-type ctxReader struct {
-	ctx context.Context
-	rd  io.Reader
-}
-
-func (r *ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.rd.Read(p)
 }

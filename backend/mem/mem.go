@@ -110,7 +110,7 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, length int, offset
 	if length > 0 && length < len(data) {
 		data = data[:length]
 	}
-	return fn(&ctxReader{ctx: ctx, rd: bytes.NewReader(bytes.Clone(data))})
+	return fn(backend.ContextReader(ctx, bytes.NewReader(bytes.Clone(data))))
 }
 
 // Stat returns the size of h.
@@ -187,17 +187,3 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 // Close does nothing: there is nothing to release, and tests may keep
 // inspecting a backend after the code under test closed it.
 func (b *Backend) Close() error { return nil }
-
-// ctxReader fails reads once ctx is cancelled, so that a long Load stops
-// promptly.
-type ctxReader struct {
-	ctx context.Context
-	rd  io.Reader
-}
-
-func (r *ctxReader) Read(p []byte) (int, error) {
-	if err := r.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return r.rd.Read(p)
-}

@@ -25,15 +25,11 @@ Exit codes: 0 ok, 1 error (nothing or a verified prefix was written),
 		Args: argsRange(2, 2),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			r, closeRepo, err := g.openRepository(ctx, true)
+			r, sn, closeRepo, err := g.openSnapshot(ctx, args[0], o.filter())
 			if err != nil {
 				return err
 			}
 			defer closeRepo()
-			sn, err := r.FindSnapshot(ctx, args[0], o.filter())
-			if err != nil {
-				return err
-			}
 			node, clean, err := r.FindNode(ctx, sn, args[1])
 			if err != nil {
 				return err

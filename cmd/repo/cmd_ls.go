@@ -37,15 +37,11 @@ Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 12 wrong password.`,
 
 func runLs(c *cobra.Command, g *globalOptions, o lsOptions, args []string) error {
 	ctx := c.Context()
-	r, closeRepo, err := g.openRepository(ctx, true)
+	r, sn, closeRepo, err := g.openSnapshot(ctx, args[0], o.filter())
 	if err != nil {
 		return err
 	}
 	defer closeRepo()
-	sn, err := r.FindSnapshot(ctx, args[0], o.filter())
-	if err != nil {
-		return err
-	}
 	p := "/"
 	if len(args) > 1 {
 		p = args[1]

@@ -57,16 +57,12 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 	if o.target == "" {
 		return usageError("--target is required")
 	}
-	r, closeRepo, err := g.openRepository(ctx, true)
+	id, sub := splitSnapshotRef(ref)
+	r, sn, closeRepo, err := g.openSnapshot(ctx, id, o.filter())
 	if err != nil {
 		return err
 	}
 	defer closeRepo()
-	id, sub := splitSnapshotRef(ref)
-	sn, err := r.FindSnapshot(ctx, id, o.filter())
-	if err != nil {
-		return err
-	}
 	var mu sync.Mutex
 	st, err := r.Restore(ctx, sn, sub, repo.RestoreOptions{
 		Target: o.target,

@@ -235,6 +235,21 @@ func (g *globalOptions) openRepository(ctx context.Context, withIndex bool) (*re
 	return r, closeAll, nil
 }
 
+// openSnapshot opens the repository with its index and resolves the
+// snapshot reference ref ("latest" picked with f, or an id prefix).
+func (g *globalOptions) openSnapshot(ctx context.Context, ref string, f repo.SnapshotFilter) (*repo.Repository, *repo.Snapshot, func(), error) {
+	r, closeRepo, err := g.openRepository(ctx, true)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sn, err := r.FindSnapshot(ctx, ref, f)
+	if err != nil {
+		closeRepo()
+		return nil, nil, nil, err
+	}
+	return r, sn, closeRepo, nil
+}
+
 // verbosef prints a progress or informational line unless --quiet or --json.
 func (g *globalOptions) verbosef(format string, args ...any) {
 	if g.quiet || g.json {
