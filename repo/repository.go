@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -42,6 +43,10 @@ type Repository struct {
 	// could not be used (cacheFallback says why).
 	tempCacheDir  string
 	cacheFallback error
+
+	// lock is the lock this process holds, nil when none; writes that
+	// commit work check it first (checkLock).
+	lock atomic.Pointer[Lock]
 }
 
 // blobKey identifies a blob within its type's namespace.
@@ -450,3 +455,12 @@ func (r *Repository) LoadUnpacked(ctx context.Context, t backend.FileType, id ch
 
 // now is time.Now, replaceable in tests.
 var now = time.Now
+
+// checkLock returns an error wrapping ErrLockLost when this process holds a
+// lock that is no longer safe to write under (see Lock.Valid).
+func (r *Repository) checkLock() error {
+	if l := r.lock.Load(); l != nil {
+		return l.Valid()
+	}
+	return nil
+}

@@ -79,6 +79,9 @@ type Summary struct {
 // SaveSnapshot stores sn and sets sn.ID. Call it only after the Saver that
 // stored the snapshot's blobs finished, so every index file it needs exists.
 func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
+	if err := r.checkLock(); err != nil {
+		return err
+	}
 	sn.PathsRaw = nil
 	for _, p := range sn.Paths {
 		if !utf8.ValidString(p) {
@@ -97,6 +100,19 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 		return err
 	}
 	sn.ID = id
+	return nil
+}
+
+// RemoveSnapshot removes snapshot id. The data it references stays until a
+// prune; the caller holds the exclusive lock.
+func (r *Repository) RemoveSnapshot(ctx context.Context, id chunk.ID) error {
+	if err := r.checkLock(); err != nil {
+		return err
+	}
+	h := backend.Handle{Type: backend.SnapshotFile, Name: id.String()}
+	if err := r.be.Remove(ctx, h); err != nil {
+		return fmt.Errorf("remove %v: %w", h, err)
+	}
 	return nil
 }
 

@@ -48,7 +48,7 @@ some entries could not be read, 10 no repository, 12 wrong password.`,
 	f.StringVar(&o.host, "host", "", "host name to record (default: this host)")
 	f.StringVar(&o.parent, "parent", "", "use snapshot `id` as parent instead of the latest one of the same host and paths")
 	f.BoolVar(&o.force, "force", false, "read every file, even those unchanged since the parent")
-	return c
+	return withLock(c, lockShared)
 }
 
 func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []string) error {
@@ -65,7 +65,7 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 	if o.force && o.parent != "" {
 		return usageError("--force and --parent cannot be combined")
 	}
-	r, closeRepo, err := g.openRepository(ctx, true)
+	r, ctx, closeRepo, err := g.openRepository(ctx, true)
 	if err != nil {
 		return err
 	}

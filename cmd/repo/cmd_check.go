@@ -36,12 +36,12 @@ Exit codes: 0 no errors (notes may be printed), 1 errors found,
 		RunE: func(c *cobra.Command, _ []string) error { return runCheck(c, g, o) },
 	}
 	c.Flags().BoolVar(&o.readData, "read-data", false, "also read and verify every pack")
-	return c
+	return withLock(c, lockShared)
 }
 
 func runCheck(c *cobra.Command, g *globalOptions, o checkOptions) error {
 	ctx := c.Context()
-	r, closeRepo, err := g.openRepository(ctx, false)
+	r, ctx, closeRepo, err := g.openRepository(ctx, false)
 	if err != nil {
 		return err
 	}

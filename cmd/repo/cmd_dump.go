@@ -25,7 +25,7 @@ Exit codes: 0 ok, 1 error (nothing or a verified prefix was written),
 		Args: argsRange(2, 2),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx := c.Context()
-			r, sn, closeRepo, err := g.openSnapshot(ctx, args[0], o.filter())
+			r, sn, ctx, closeRepo, err := g.openSnapshot(ctx, args[0], o.filter())
 			if err != nil {
 				return err
 			}
@@ -41,5 +41,5 @@ Exit codes: 0 ok, 1 error (nothing or a verified prefix was written),
 		},
 	}
 	o.addFlags(c.Flags(), "for latest: ")
-	return c
+	return withLock(c, lockShared)
 }

@@ -34,7 +34,7 @@ Exit codes: 0 created, 1 error (including: a repository exists there), 2 usage.`
 	c.Flags().BoolVar(&o.insecureNoPassword, "insecure-no-password", false, "create an unencrypted repository (anyone with access to the storage can read it)")
 	c.Flags().StringVar(&o.compression, "compression", "auto", "default compression: auto (= fastest today), fastest, better (zstd default level), off")
 	c.Flags().IntVar(&o.packSizeMiB, "pack-size", 16, "target pack size in `MiB`")
-	return c
+	return withLock(c, lockNone)
 }
 
 func runInit(c *cobra.Command, g *globalOptions, o initOptions) error {

@@ -32,12 +32,12 @@ Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 12 wrong password.`,
 	}
 	c.Flags().BoolVarP(&o.long, "long", "l", false, "show mode, owner, size and time")
 	o.addFlags(c.Flags(), "for latest: ")
-	return c
+	return withLock(c, lockShared)
 }
 
 func runLs(c *cobra.Command, g *globalOptions, o lsOptions, args []string) error {
 	ctx := c.Context()
-	r, sn, closeRepo, err := g.openSnapshot(ctx, args[0], o.filter())
+	r, sn, ctx, closeRepo, err := g.openSnapshot(ctx, args[0], o.filter())
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ Exit codes: 0 ok, 1 error or some files not restored, 2 usage,
 	}
 	c.Flags().StringVarP(&o.target, "target", "t", "", "restore into `directory` (required)")
 	o.addFlags(c.Flags(), "for latest: ")
-	return c
+	return withLock(c, lockShared)
 }
 
 // splitSnapshotRef splits "ID[:PATH]".
@@ -58,7 +58,7 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 		return usageError("--target is required")
 	}
 	id, sub := splitSnapshotRef(ref)
-	r, sn, closeRepo, err := g.openSnapshot(ctx, id, o.filter())
+	r, sn, ctx, closeRepo, err := g.openSnapshot(ctx, id, o.filter())
 	if err != nil {
 		return err
 	}

@@ -32,12 +32,12 @@ Exit codes: 0 ok, 1 error, 10 no repository, 12 wrong password.`,
 		RunE: func(c *cobra.Command, _ []string) error { return runSnapshots(c, g, o) },
 	}
 	o.addFlags(c.Flags(), "")
-	return c
+	return withLock(c, lockShared)
 }
 
 func runSnapshots(c *cobra.Command, g *globalOptions, o snapshotsOptions) error {
 	ctx := c.Context()
-	r, closeRepo, err := g.openRepository(ctx, false)
+	r, ctx, closeRepo, err := g.openRepository(ctx, false)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 func newVersionCmd(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	return withLock(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version and build information",
 		Args:  argsRange(0, 0),
@@ -20,5 +20,5 @@ func newVersionCmd(g *globalOptions) *cobra.Command {
 			fmt.Fprintf(g.out, "repo %s %s/%s\n", versionString(), runtime.GOOS, runtime.GOARCH)
 			return nil
 		},
-	}
+	}, lockNone)
 }

@@ -17,7 +17,7 @@ const (
 	exitUsage      = 2
 	exitIncomplete = 3  // backup saved, but some sources could not be read
 	exitNoRepo     = 10 // no repository at the location
-	exitLocked     = 11 // repository locked by another process
+	exitLocked     = 11 // repository locked by another process, or our lock lost
 	exitPassword   = 12 // wrong or missing password
 )
 
@@ -51,6 +51,8 @@ func exitCode(err error) int {
 		return exitIncomplete
 	case errors.Is(err, repo.ErrNoRepository):
 		return exitNoRepo
+	case errors.As(err, new(*repo.LockedError)), errors.Is(err, repo.ErrLockLost):
+		return exitLocked
 	case errors.Is(err, repo.ErrWrongPassword), errors.Is(err, repo.ErrPasswordRequired):
 		return exitPassword
 	}
@@ -66,6 +68,10 @@ func errorLine(err error) string {
 		msg = "interrupted"
 	case errors.Is(err, repo.ErrNoRepository):
 		msg += " (create one with 'repo init', or check -r / REPO_REPOSITORY)"
+	case errors.As(err, new(*repo.LockedError)) && !strings.Contains(msg, "unlock"):
+		msg += "; wait for it to finish, retry with --retry-lock 10m, or, if that process is gone, run 'repo unlock'"
+	case errors.Is(err, repo.ErrLockLost):
+		msg += "; nothing more was written: run the command again"
 	case errors.Is(err, repo.ErrPasswordRequired):
 		msg += " (set REPO_PASSWORD or REPO_PASSWORD_FILE, or use --password-file)"
 	case errors.Is(err, repo.ErrWrongPassword):

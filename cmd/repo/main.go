@@ -20,6 +20,12 @@ func main() {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first Ctrl-C the command cancels and releases its
+		// lock; a second one kills at once.
+		<-ctx.Done()
+		stop()
+	}()
 	stopProfiles := startProfiles()
 	code := run(ctx, os.Args[1:], streams{in: os.Stdin, out: os.Stdout, err: os.Stderr})
 	stopProfiles()

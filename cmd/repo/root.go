@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -33,6 +34,15 @@ type globalOptions struct {
 	noCache      bool
 	json         bool
 	quiet        bool
+	retryLock    time.Duration
+
+	// cmd is the command being run (set before it runs); its "lock"
+	// annotation says which lock openRepository takes.
+	cmd *cobra.Command
+	// lock is the lock held by this command, nil when none; lockCtx is the
+	// context it cancels when the lock is lost.
+	lock    *repo.Lock
+	lockCtx context.Context
 }
 
 // run executes the command line args and returns the exit code.
@@ -44,6 +54,11 @@ func run(ctx context.Context, args []string, s streams) int {
 	root.SetOut(s.out)
 	root.SetErr(s.err)
 	err := root.ExecuteContext(ctx)
+	if g.lockCtx != nil && errors.Is(context.Cause(g.lockCtx), repo.ErrLockLost) {
+		// The command failed because its lock was lost; say that, not
+		// "context canceled".
+		err = context.Cause(g.lockCtx)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			err = context.Canceled
@@ -64,14 +79,18 @@ func newRootCmd(g *globalOptions) *cobra.Command {
 content-addressed, deduplicating, encrypted repository.
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 backup saved but some files were
-unreadable, 10 no repository at the location, 11 repository locked,
-12 wrong or missing password.`,
+unreadable, 10 no repository at the location, 11 repository locked by
+another process (or this process lost its lock), 12 wrong or missing
+password.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       versionString(),
 		// Runnable so that an unknown command reaches RunE and becomes a
 		// usage error (exit 2) with suggestions, not cobra's plain error.
 		Args: cobra.ArbitraryArgs,
+		PersistentPreRun: func(c *cobra.Command, args []string) {
+			g.cmd = c
+		},
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return c.Help()
@@ -93,6 +112,7 @@ unreadable, 10 no repository at the location, 11 repository locked,
 	f.BoolVar(&g.noCache, "no-cache", false, "use a temporary cache, removed on exit")
 	f.BoolVar(&g.json, "json", false, "print JSON, one object per line")
 	f.BoolVarP(&g.quiet, "quiet", "q", false, "print only errors and the result")
+	f.DurationVar(&g.retryLock, "retry-lock", 0, "when the repository is locked, keep trying for `duration` (e.g. 10m) instead of failing at once")
 	root.AddCommand(
 		newInitCmd(g),
 		newBackupCmd(g),
@@ -101,6 +121,9 @@ unreadable, 10 no repository at the location, 11 repository locked,
 		newRestoreCmd(g),
 		newDumpCmd(g),
 		newCheckCmd(g),
+		newForgetCmd(g),
+		newUnlockCmd(g),
+		newLocksCmd(g),
 		newVersionCmd(g),
 	)
 	return root
@@ -202,14 +225,21 @@ func (g *globalOptions) cacheRoot() string {
 	return ""
 }
 
-// openRepository opens the repository at -r and, when withIndex, brings
-// its index cache up to date. Every command that reads a repository opens
-// it here, so password, cache and (later) lock handling are the same for
-// all. The caller closes both returned values through the close func.
-func (g *globalOptions) openRepository(ctx context.Context, withIndex bool) (*repo.Repository, func(), error) {
+// openRepository opens the repository at -r, takes the lock the running
+// command declares (see lockMode) and, when withIndex, brings its index
+// cache up to date. Every command that reads a repository opens it here, so
+// password, lock and cache handling are the same for all and no command can
+// forget its lock. It returns the context the command must use from then
+// on: it is cancelled when the lock is lost. The close func releases the
+// lock and closes the repository.
+func (g *globalOptions) openRepository(ctx context.Context, withIndex bool) (*repo.Repository, context.Context, func(), error) {
+	mode, err := lockMode(g.cmd)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	be, err := g.backend(ctx, false)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	r, err := repo.Open(ctx, be, repo.OpenOptions{
 		Password: func() (string, error) { return g.password("enter the repository password: ", false) },
@@ -217,37 +247,61 @@ func (g *globalOptions) openRepository(ctx context.Context, withIndex bool) (*re
 	})
 	if err != nil {
 		be.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := r.CacheFallback(); err != nil && !g.quiet && !g.json {
 		fmt.Fprintf(g.err, "warning: cache directory unusable, using a temporary cache: %v\n", err)
 	}
-	closeAll := func() {
+	closeRepo := func() {
 		r.Close()
 		be.Close()
 	}
-	if withIndex {
-		if _, err := r.LoadIndex(ctx); err != nil {
-			closeAll()
-			return nil, nil, err
+	if mode != lockNone {
+		opts, err := g.lockOptions(mode == lockExclusive)
+		if err != nil {
+			closeRepo()
+			return nil, nil, nil, err
+		}
+		lk, lctx, err := r.Lock(ctx, opts)
+		if err != nil {
+			closeRepo()
+			return nil, nil, nil, err
+		}
+		g.lock, g.lockCtx, ctx = lk, lctx, lctx
+		closeRepo = func() {
+			if err := lk.Unlock(); err != nil {
+				fmt.Fprintf(g.err, "warning: could not remove lock %s: %v\n", lk.Name(), err)
+			}
+			r.Close()
+			be.Close()
+		}
+		if err := holdForTest(ctx); err != nil {
+			closeRepo()
+			return nil, nil, nil, err
 		}
 	}
-	return r, closeAll, nil
+	if withIndex {
+		if _, err := r.LoadIndex(ctx); err != nil {
+			closeRepo()
+			return nil, nil, nil, err
+		}
+	}
+	return r, ctx, closeRepo, nil
 }
 
 // openSnapshot opens the repository with its index and resolves the
 // snapshot reference ref ("latest" picked with f, or an id prefix).
-func (g *globalOptions) openSnapshot(ctx context.Context, ref string, f repo.SnapshotFilter) (*repo.Repository, *repo.Snapshot, func(), error) {
-	r, closeRepo, err := g.openRepository(ctx, true)
+func (g *globalOptions) openSnapshot(ctx context.Context, ref string, f repo.SnapshotFilter) (*repo.Repository, *repo.Snapshot, context.Context, func(), error) {
+	r, ctx, closeRepo, err := g.openRepository(ctx, true)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	sn, err := r.FindSnapshot(ctx, ref, f)
 	if err != nil {
 		closeRepo()
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return r, sn, closeRepo, nil
+	return r, sn, ctx, closeRepo, nil
 }
 
 // verbosef prints a progress or informational line unless --quiet or --json.
