@@ -21,6 +21,7 @@ import (
 	"repo/chunk"
 	"repo/index"
 	"repo/source"
+	"repo/source/sqlite"
 )
 
 // BackupOptions describe one backup.
@@ -48,6 +49,20 @@ type BackupOptions struct {
 	OnError func(path string, err error)
 	// ProgramVersion is recorded in the snapshot.
 	ProgramVersion string
+	// Databases are SQLite database files saved as consistent images, each
+	// taken in one read transaction (see saveDatabase). They may lie below
+	// Paths (then they replace the plain copy, and their -wal, -shm and
+	// -journal files are left out) or elsewhere.
+	Databases []string
+	// OnDatabase is told when the image of a database starts, with what
+	// SQLite reports about it (journal mode: in rollback-journal mode
+	// writers wait until the image is read).
+	OnDatabase func(path string, info sqlite.Info)
+	// AfterRead, when set, is called once every source was read and
+	// before the snapshot is written: it may annotate sn (hook results) or
+	// veto the snapshot by returning an error (a dump command that
+	// failed), and then Backup returns that error and saves no snapshot.
+	AfterRead func(sn *Snapshot) error
 }
 
 // Backup saves a snapshot of opts.Paths (or opts.Stdin). Entries that
@@ -65,6 +80,9 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 	if opts.OnError == nil {
 		opts.OnError = func(string, error) {}
 	}
+	if opts.OnDatabase == nil {
+		opts.OnDatabase = func(string, sqlite.Info) {}
+	}
 	sn := &Snapshot{
 		Time:           opts.Time,
 		Hostname:       opts.Hostname,
@@ -78,7 +96,16 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 		sn.Username = u.Username
 	}
 
-	var targets []string
+	var targets, databases []string
+	if len(opts.Databases) > 0 {
+		if opts.Stdin != nil {
+			return nil, errors.New("databases cannot be combined with stdin")
+		}
+		var err error
+		if databases, err = cleanDatabases(opts.Databases); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Stdin != nil {
 		if !ValidName(opts.StdinName) {
 			return nil, fmt.Errorf("invalid stdin file name %q: want a single path component", opts.StdinName)
@@ -87,11 +114,14 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 		sn.Paths = []string{"/" + opts.StdinName}
 	} else {
 		var err error
-		targets, err = cleanTargets(opts.Paths)
+		targets, err = cleanTargets(append(slices.Clone(opts.Paths), databases...))
 		if err != nil {
 			return nil, err
 		}
 		sn.Paths = targets
+		if len(opts.Paths) == 0 {
+			sn.Source.Kind = SourceSQLite
+		}
 	}
 
 	parent := opts.Parent
@@ -115,14 +145,19 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 		return nil, err
 	}
 	a := &archiver{
-		r:       r,
-		s:       r.NewSaver(ctx),
-		excl:    excl,
-		onError: opts.OnError,
-		fileCh:  make(chan fileJob, 64),
-		class:   r.cfg.ChunkClasses[ClassFiles],
+		r:          r,
+		s:          r.NewSaver(ctx),
+		excl:       excl,
+		onError:    opts.OnError,
+		onDatabase: opts.OnDatabase,
+		databases:  map[string]bool{},
+		fileCh:     make(chan fileJob, 64),
+		class:      r.cfg.ChunkClasses[ClassFiles],
 	}
 	a.sum.Start = start
+	for _, d := range databases {
+		a.databases[d] = true
+	}
 	workers := max(2, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for range workers {
@@ -141,12 +176,15 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 	}
 	close(a.fileCh)
 	wg.Wait()
+	if err == nil && opts.AfterRead != nil {
+		err = opts.AfterRead(sn)
+	}
 	stats, ferr := a.s.Finish()
 	if err == nil {
 		err = ferr
 	}
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			return nil, cause
 		}
 		return nil, err
@@ -234,8 +272,11 @@ type archiver struct {
 	excl    *source.Excluder
 	onError func(string, error)
 	fileCh  chan fileJob
-	class   chunk.Class
-	bufs    sync.Pool // *[]byte chunk copies in flight to the encoders
+	// databases are the paths saved as database images.
+	databases  map[string]bool
+	onDatabase func(string, sqlite.Info)
+	class      chunk.Class
+	bufs       sync.Pool // *[]byte chunk copies in flight to the encoders
 
 	filesRead atomic.Int64
 	bytesRead atomic.Int64
@@ -506,10 +547,14 @@ type pendingNode struct {
 	node Node
 	res  chan fileResult // nil when node is complete
 	path string
+	skip bool // the entry could not be saved and was reported: leave it out
 }
 
 // saveEntry saves one file system entry below a target.
 func (a *archiver) saveEntry(ctx context.Context, p string, info *source.Info, pn *Node) (pendingNode, error) {
+	if info.Type == source.File && a.isDatabase(p) {
+		return a.saveDatabase(ctx, p, info, pn)
+	}
 	node := nodeFromInfo(info)
 	switch info.Type {
 	case source.Dir:
@@ -587,7 +632,7 @@ func (a *archiver) saveDir(ctx context.Context, dir string, info *source.Info, p
 	entries := make([]pendingNode, 0, len(names))
 	for _, name := range names {
 		p := filepath.Join(dir, name)
-		if a.excl.Excluded(p) {
+		if a.excl.Excluded(p) || a.isDatabaseSidecar(p) {
 			continue
 		}
 		ci, err := source.Lstat(p)
@@ -609,6 +654,9 @@ func (a *archiver) saveDir(ctx context.Context, dir string, info *source.Info, p
 func (a *archiver) finishDir(ctx context.Context, dir string, info *source.Info, entries []pendingNode, pn *Node) (*Node, error) {
 	t := &Tree{Nodes: make([]Node, 0, len(entries))}
 	for _, e := range entries {
+		if e.skip {
+			continue
+		}
 		if e.res != nil {
 			res := <-e.res
 			if res.fatal != nil {

@@ -259,14 +259,23 @@ func (c *checker) checkTree(ctx context.Context, sn *Snapshot, p string, id chun
 				return err
 			}
 		case NodeFile:
+			obj := fmt.Sprintf("snapshot %s %s", sn.ID.Short(), np)
+			ids := n.Content
+			if n.Database != nil {
+				var err error
+				if ids, err = c.pageMap(ctx, n); err != nil {
+					c.find(Error, "database", obj, "%v", err)
+					continue
+				}
+			}
 			missing := 0
-			for _, b := range n.Content {
+			for _, b := range ids {
 				if _, ok := c.blobs[blobKey{index.DataBlob, b}]; !ok {
 					missing++
 				}
 			}
 			if missing > 0 {
-				c.find(Error, "file", fmt.Sprintf("snapshot %s %s", sn.ID.Short(), np), "%d of %d data blobs are not in the index", missing, len(n.Content))
+				c.find(Error, "file", obj, "%d of %d data blobs are not in the index", missing, len(ids))
 			}
 		}
 	}
@@ -314,4 +323,23 @@ func (c *checker) readPack(ctx context.Context, id chunk.ID, cp *checkPack) {
 	if bad > 0 {
 		c.find(Error, "pack", h.String(), "%d of %d blobs are damaged", bad, len(cp.blobs))
 	}
+}
+
+// pageMap returns the page ids of database node n, checking that the blobs
+// of its page map are indexed and readable.
+func (c *checker) pageMap(ctx context.Context, n *Node) ([]chunk.ID, error) {
+	head := n.Database.PageMap
+	if _, ok := c.blobs[blobKey{index.TreeBlob, head}]; !ok {
+		return nil, fmt.Errorf("page map %s is not in the index", head.Short())
+	}
+	m, err := c.r.LoadPageMap(ctx, head)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range m.Segments {
+		if _, ok := c.blobs[blobKey{index.TreeBlob, s}]; !ok {
+			return nil, fmt.Errorf("page map %s: segment %s is not in the index", head.Short(), s.Short())
+		}
+	}
+	return c.r.FileContent(ctx, n)
 }

@@ -180,6 +180,9 @@ type Lock struct {
 	rec         LockRecord
 	lastRefresh time.Time
 
+	// warned holds the unreadable locks already reported while acquiring.
+	warned map[string]bool
+
 	// lost is the error the lock was lost with, once it was.
 	lost atomic.Pointer[error]
 
@@ -213,7 +216,7 @@ func (r *Repository) Lock(ctx context.Context, opts LockOptions) (*Lock, context
 	if err != nil {
 		return nil, nil, err
 	}
-	l := &Lock{r: r, opts: opts, rec: self}
+	l := &Lock{r: r, opts: opts, rec: self, warned: map[string]bool{}}
 	deadline := time.Now().Add(opts.RetryFor)
 	backoff := 100 * time.Millisecond
 	races := 0
@@ -313,7 +316,10 @@ func (l *Lock) checkConflicts(ctx context.Context, ours string) error {
 			if l.opts.Exclusive {
 				return &LockedError{Name: li.Name, Unreadable: true, Err: li.Err}
 			}
-			l.opts.Report(fmt.Sprintf("warning: ignoring unreadable lock %s: %v", shortName(li.Name), li.Err))
+			if !l.warned[li.Name] {
+				l.warned[li.Name] = true
+				l.opts.Report(fmt.Sprintf("warning: ignoring unreadable lock %s: %v", shortName(li.Name), li.Err))
+			}
 			continue
 		}
 		if !l.opts.Exclusive && !li.Record.Exclusive {
@@ -421,6 +427,30 @@ func (l *Lock) Valid() error {
 	l.mu.Unlock()
 	if age := nowWall().Sub(last); age > l.opts.abortAfter() {
 		return fmt.Errorf("%w: not refreshed for %s, others may consider it stale", ErrLockLost, roundAge(age))
+	}
+	return nil
+}
+
+// Check is Valid plus a look at the backend: it fails with ErrLockLost
+// when the lock object is gone, so a holder whose lock was removed does not
+// commit work before its next refresh notices.
+func (l *Lock) Check(ctx context.Context) error {
+	if err := l.Valid(); err != nil {
+		return err
+	}
+	name := l.Name()
+	_, err := l.r.be.Stat(ctx, backend.Handle{Type: backend.LockFile, Name: name})
+	if errors.Is(err, backend.ErrNotExist) {
+		// A refresh may have replaced the object meanwhile.
+		if cur := l.Name(); cur != name {
+			return l.Check(ctx)
+		}
+		err = fmt.Errorf("%w: lock %s was removed by another process", ErrLockLost, shortName(name))
+		l.lose(err)
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("check lock: %w", err)
 	}
 	return nil
 }

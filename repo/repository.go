@@ -457,10 +457,11 @@ func (r *Repository) LoadUnpacked(ctx context.Context, t backend.FileType, id ch
 var now = time.Now
 
 // checkLock returns an error wrapping ErrLockLost when this process holds a
-// lock that is no longer safe to write under (see Lock.Valid).
-func (r *Repository) checkLock() error {
+// lock that is no longer safe to write under (see Lock.Check). Writes that
+// commit work (snapshots, removals) call it first.
+func (r *Repository) checkLock(ctx context.Context) error {
 	if l := r.lock.Load(); l != nil {
-		return l.Valid()
+		return l.Check(ctx)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"repo/chunk"
 	"repo/index"
 	"repo/source"
+	"repo/source/sqlite"
 )
 
 // FindNode returns the node at path p of snapshot sn ("/" or "" is the
@@ -76,8 +78,12 @@ func (r *Repository) Walk(ctx context.Context, p string, node *Node, fn func(p s
 // WriteContent writes the content of file node n to w, verifying every
 // blob.
 func (r *Repository) WriteContent(ctx context.Context, n *Node, w io.Writer) error {
+	ids, err := r.FileContent(ctx, n)
+	if err != nil {
+		return err
+	}
 	var buf []byte
-	for _, id := range n.Content {
+	for _, id := range ids {
 		var err error
 		buf, err = r.LoadBlob(ctx, index.DataBlob, id, buf)
 		if err != nil {
@@ -98,6 +104,10 @@ type RestoreOptions struct {
 	// OnError is told about each entry that could not be restored; the
 	// restore goes on. May be called concurrently.
 	OnError func(path string, err error)
+	// OnDatabase is told, once everything is written, the verdict of
+	// PRAGMA integrity_check on each restored database image ("ok" when
+	// sound) or the error that kept it from running.
+	OnDatabase func(path, verdict string, err error)
 }
 
 // RestoreStats counts what Restore wrote.
@@ -108,6 +118,10 @@ type RestoreStats struct {
 	Other    int   `json:"other"`
 	Bytes    int64 `json:"bytes"`
 	Errors   int   `json:"errors"`
+	// Databases is the number of database images restored, and
+	// DatabasesDamaged how many of them failed their integrity check.
+	Databases        int `json:"databases,omitempty"`
+	DatabasesDamaged int `json:"databases_damaged,omitempty"`
 }
 
 // Restore writes the subtree at subpath of sn into opts.Target: a directory's
@@ -159,6 +173,9 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, subpath string, 
 	if err == nil {
 		err = ctx.Err()
 	}
+	if err == nil {
+		rs.checkDatabases(ctx, opts)
+	}
 	st := rs.stats
 	st.Bytes = rs.bytes.Load()
 	st.Errors = int(rs.errors.Load())
@@ -181,6 +198,47 @@ type restorer struct {
 	stats  RestoreStats
 	bytes  atomic.Int64
 	errors atomic.Int64
+	// databases restored: their path relative to the target and the
+	// snapshot path shown; guarded by mu.
+	databases []restoredDatabase
+}
+
+type restoredDatabase struct{ rel, shown string }
+
+// checkDatabases runs the integrity check on every database image
+// restored. It runs after all files are closed and directories finished.
+func (rs *restorer) checkDatabases(ctx context.Context, opts RestoreOptions) {
+	for _, db := range rs.databases {
+		verdict, err := sqlite.IntegrityCheck(ctx, filepath.Join(opts.Target, db.rel))
+		rs.stats.Databases++
+		if err != nil || verdict != "ok" {
+			rs.stats.DatabasesDamaged++
+		}
+		if opts.OnDatabase != nil {
+			opts.OnDatabase(db.shown, verdict, err)
+		}
+	}
+}
+
+// rel is d's path relative to the target.
+func (d *dirState) rel() string {
+	if d.parent == nil {
+		return "."
+	}
+	return filepath.Join(d.parent.rel(), d.name)
+}
+
+// removeDatabaseSidecars removes the -wal, -shm and -journal files next to
+// a database image about to be restored as name: they belong to whatever
+// database was there before, and SQLite would apply a -wal or roll back a
+// -journal onto the restored image, corrupting it.
+func removeDatabaseSidecars(dir *os.Root, name string) error {
+	for _, suf := range []string{"-wal", "-shm", "-journal"} {
+		if err := dir.Remove(name + suf); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove stale %s%s: %w", name, suf, err)
+		}
+	}
+	return nil
 }
 
 // dirState is a directory of the target being restored. Everything in it is
@@ -460,6 +518,11 @@ func (rs *restorer) fileWorker(ctx context.Context) {
 // verified, removed again if anything fails.
 func (rs *restorer) restoreFile(ctx context.Context, w *contentWriter, job restoreJob) error {
 	dir, name, n := job.dir.root, job.name, job.node
+	if n.Database != nil {
+		if err := removeDatabaseSidecars(dir, name); err != nil {
+			return err
+		}
+	}
 	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	f, err := dir.OpenFile(name, flags, 0o600)
 	if errors.Is(err, fs.ErrExist) {
@@ -499,6 +562,11 @@ func (rs *restorer) restoreFile(ctx context.Context, w *contentWriter, job resto
 	if err := dir.Chtimes(name, n.AccessTime, n.ModTime); err != nil {
 		rs.report(job.shown, err)
 	}
+	if n.Database != nil {
+		rs.mu.Lock()
+		rs.databases = append(rs.databases, restoredDatabase{rel: filepath.Join(job.dir.rel(), name), shown: job.shown})
+		rs.mu.Unlock()
+	}
 	return nil
 }
 
@@ -515,7 +583,11 @@ type contentWriter struct {
 
 func (w *contentWriter) write(ctx context.Context, r *Repository, f io.Writer, n *Node) (int64, error) {
 	w.locs = w.locs[:0]
-	for _, id := range n.Content {
+	ids, err := r.FileContent(ctx, n)
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
 		pb, ok, err := r.LookupBlob(index.DataBlob, id)
 		if err != nil {
 			return 0, err

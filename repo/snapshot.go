@@ -11,12 +11,17 @@ import (
 
 	"repo/backend"
 	"repo/chunk"
+	"repo/source"
 )
 
 // Source kinds recorded in a snapshot.
 const (
 	SourceFiles = "files"
 	SourceStdin = "stdin"
+	// SourceSQLite: only database images (backup --sqlite without paths).
+	SourceSQLite = "sqlite"
+	// SourceCommand: the stdout of a dump command (--stdin-from-command).
+	SourceCommand = "command"
 )
 
 // Snapshot is one backup: what was saved, from where, and a summary. Its
@@ -46,7 +51,14 @@ type Snapshot struct {
 // SourceInfo says what kind of source a snapshot holds; later source kinds
 // (databases, commands) add their metadata here.
 type SourceInfo struct {
-	Kind string `json:"kind"` // SourceFiles, SourceStdin
+	Kind string `json:"kind"` // SourceFiles, SourceStdin, SourceSQLite, SourceCommand
+	// Command is the argv of the dump command whose output is the
+	// snapshot's only file (SourceCommand); the snapshot exists only if it
+	// exited with status 0.
+	Command []string `json:"command,omitempty"`
+	// Freeze and Thaw record the hooks run around the backup.
+	Freeze *source.HookResult `json:"freeze,omitempty"`
+	Thaw   *source.HookResult `json:"thaw,omitempty"`
 }
 
 // Summary is what a backup did.
@@ -72,6 +84,8 @@ type Summary struct {
 	BytesAdded  int64 `json:"bytes_added"`
 	BytesStored int64 `json:"bytes_stored"`
 	PacksAdded  int   `json:"packs_added"`
+	// Databases counts the database images saved.
+	Databases int `json:"databases,omitempty"`
 	// Errors counts entries that could not be read and were left out.
 	Errors int `json:"errors"`
 }
@@ -79,7 +93,7 @@ type Summary struct {
 // SaveSnapshot stores sn and sets sn.ID. Call it only after the Saver that
 // stored the snapshot's blobs finished, so every index file it needs exists.
 func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
-	if err := r.checkLock(); err != nil {
+	if err := r.checkLock(ctx); err != nil {
 		return err
 	}
 	sn.PathsRaw = nil
@@ -106,7 +120,7 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *Snapshot) error {
 // RemoveSnapshot removes snapshot id. The data it references stays until a
 // prune; the caller holds the exclusive lock.
 func (r *Repository) RemoveSnapshot(ctx context.Context, id chunk.ID) error {
-	if err := r.checkLock(); err != nil {
+	if err := r.checkLock(ctx); err != nil {
 		return err
 	}
 	h := backend.Handle{Type: backend.SnapshotFile, Name: id.String()}

@@ -50,6 +50,9 @@ type Node struct {
 	Content []chunk.ID `json:"content,omitempty"`
 	// Subtree is the tree blob of a directory.
 	Subtree *chunk.ID `json:"subtree,omitempty"`
+	// Database marks a file holding a database image; its content is in
+	// the page map Database.PageMap, and Content is empty.
+	Database *DatabaseInfo `json:"database,omitempty"`
 }
 
 // Xattr is an extended attribute.
@@ -187,6 +190,16 @@ func (t *Tree) Validate() error {
 		}
 		if n.Type != NodeFile && len(n.Content) > 0 {
 			return fmt.Errorf("%s %q has content", n.Type, n.Name)
+		}
+		if d := n.Database; d != nil {
+			switch {
+			case n.Type != NodeFile:
+				return fmt.Errorf("%s %q has a database image", n.Type, n.Name)
+			case len(n.Content) > 0:
+				return fmt.Errorf("database %q has both content and a page map", n.Name)
+			case n.Size != uint64(d.PageSize)*uint64(d.PageCount):
+				return fmt.Errorf("database %q: size %d is not %d pages of %d bytes", n.Name, n.Size, d.PageCount, d.PageSize)
+			}
 		}
 	}
 	return nil

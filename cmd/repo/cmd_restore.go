@@ -71,6 +71,18 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 			defer mu.Unlock()
 			g.warn(path, err)
 		},
+		OnDatabase: func(path, verdict string, err error) {
+			switch {
+			case err != nil:
+				g.warn(path, fmt.Errorf("database integrity check failed to run: %w", err))
+			case verdict != "ok":
+				g.warn(path, fmt.Errorf("database integrity check: %s", verdict))
+			case g.json:
+				printJSON(g.out, map[string]any{"message_type": "verbose_status", "item": path, "integrity_check": verdict})
+			default:
+				g.verbosef("database %s: integrity_check %s", path, verdict)
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -87,6 +99,9 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 	}
 	if st.Errors > 0 {
 		return fmt.Errorf("%d entries could not be restored (see above)", st.Errors)
+	}
+	if st.DatabasesDamaged > 0 {
+		return fmt.Errorf("%d of %d restored databases failed the integrity check (see above)", st.DatabasesDamaged, st.Databases)
 	}
 	return nil
 }

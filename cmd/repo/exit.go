@@ -71,7 +71,7 @@ func errorLine(err error) string {
 	case errors.As(err, new(*repo.LockedError)) && !strings.Contains(msg, "unlock"):
 		msg += "; wait for it to finish, retry with --retry-lock 10m, or, if that process is gone, run 'repo unlock'"
 	case errors.Is(err, repo.ErrLockLost):
-		msg += "; nothing more was written: run the command again"
+		msg += "; the operation was stopped before committing more: run the command again"
 	case errors.Is(err, repo.ErrPasswordRequired):
 		msg += " (set REPO_PASSWORD or REPO_PASSWORD_FILE, or use --password-file)"
 	case errors.Is(err, repo.ErrWrongPassword):

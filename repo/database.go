@@ -1,0 +1,178 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"repo/chunk"
+	"repo/index"
+	"repo/source"
+	"repo/source/sqlite"
+)
+
+// Database kinds in DatabaseInfo.Kind.
+const DatabaseSQLite = "sqlite"
+
+// DatabaseInfo marks a file node whose content is a database image taken
+// inside one read transaction, and records that transaction's state. The
+// content is not in Node.Content but in the page map PageMap (one data blob
+// per page; see pagemap.go). Its JSON form is part of the repository
+// format.
+type DatabaseInfo struct {
+	Kind          string `json:"kind"`
+	PageSize      int    `json:"page_size"`
+	PageCount     uint32 `json:"page_count"`
+	JournalMode   string `json:"journal_mode"`
+	SQLiteVersion string `json:"sqlite_version"`
+	// SchemaVersion, ChangeCounter, UserVersion, ApplicationID and
+	// FreelistCount are SQLite's own markers as of the transaction; the
+	// page map's id identifies the captured image exactly.
+	SchemaVersion uint32   `json:"schema_version"`
+	ChangeCounter uint32   `json:"change_counter"`
+	UserVersion   uint32   `json:"user_version,omitempty"`
+	ApplicationID uint32   `json:"application_id,omitempty"`
+	FreelistCount uint32   `json:"freelist_count"`
+	PageMap       chunk.ID `json:"page_map"`
+	// PagesNew is how many pages this backup found not yet stored.
+	PagesNew uint32 `json:"pages_new"`
+}
+
+// isDatabase reports whether path is one of the databases to snapshot.
+func (a *archiver) isDatabase(p string) bool { return a.databases[p] }
+
+// isDatabaseSidecar reports whether p is the -wal, -shm or -journal file of
+// a database being snapshotted: the image already holds what they hold as of
+// the transaction, and a copy of them taken later would not belong to it.
+func (a *archiver) isDatabaseSidecar(p string) bool {
+	for _, suf := range []string{"-wal", "-shm", "-journal"} {
+		if len(p) > len(suf) && p[len(p)-len(suf):] == suf && a.databases[p[:len(p)-len(suf)]] {
+			return true
+		}
+	}
+	return false
+}
+
+// saveDatabase stores a consistent image of the SQLite database at p: one
+// read transaction, its pages streamed into the saver, no copy on disk. A
+// database that cannot be opened is reported like an unreadable file.
+func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info, pn *Node) (pendingNode, error) {
+	node := nodeFromInfo(info)
+	snap, err := sqlite.Open(ctx, p)
+	if err != nil {
+		a.report(p, err)
+		return pendingNode{skip: true}, nil
+	}
+	defer snap.Close()
+	di := snap.Info()
+	a.onDatabase(p, di)
+
+	w := newPageMapWriter(a.s, di.PageSize)
+	var pagesNew uint32
+	err = snap.Pages(ctx, func(pgno uint32, page []byte) error {
+		a.bytesRead.Add(int64(len(page)))
+		id := a.r.hasher.Sum(page)
+		ok, err := a.s.Reserve(index.DataBlob, id)
+		if err != nil {
+			return err
+		}
+		if ok {
+			pagesNew++
+			bp := a.buf(len(page))
+			copy(*bp, page)
+			if err := a.s.StoreAsync(index.DataBlob, id, *bp, func() { a.bufs.Put(bp) }); err != nil {
+				return err
+			}
+		}
+		return w.add(id)
+	})
+	if err != nil {
+		if serr := a.s.Err(); serr != nil {
+			return pendingNode{}, serr
+		}
+		if ctx.Err() != nil {
+			return pendingNode{}, ctx.Err()
+		}
+		a.report(p, err)
+		return pendingNode{skip: true}, nil
+	}
+	head, err := w.finish()
+	if err != nil {
+		return pendingNode{}, err
+	}
+	if err := snap.Close(); err != nil {
+		a.report(p, fmt.Errorf("end read transaction: %w", err))
+	}
+	a.filesRead.Add(1)
+	node.Size = uint64(di.PageSize) * uint64(di.PageCount)
+	node.Database = &DatabaseInfo{
+		Kind:          DatabaseSQLite,
+		PageSize:      di.PageSize,
+		PageCount:     di.PageCount,
+		JournalMode:   di.JournalMode,
+		SQLiteVersion: di.SQLiteVersion,
+		SchemaVersion: di.SchemaVersion,
+		ChangeCounter: di.ChangeCounter,
+		UserVersion:   di.UserVersion,
+		ApplicationID: di.ApplicationID,
+		FreelistCount: di.FreelistCount,
+		PageMap:       head,
+		PagesNew:      pagesNew,
+	}
+	a.mu.Lock()
+	a.sum.TotalFiles++
+	a.sum.TotalBytes += int64(node.Size)
+	a.sum.Databases++
+	if pn == nil {
+		a.sum.FilesNew++
+	} else if pn.Database != nil && pn.Database.PageMap == head {
+		a.sum.FilesUnmodified++
+	} else {
+		a.sum.FilesChanged++
+	}
+	a.mu.Unlock()
+	return pendingNode{node: node}, nil
+}
+
+// cleanDatabases makes the database paths absolute and clean and checks
+// that each is a regular file.
+func cleanDatabases(paths []string) ([]string, error) {
+	out := make([]string, 0, len(paths))
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, err
+		}
+		info, err := source.Lstat(abs)
+		if err != nil {
+			return nil, fmt.Errorf("database %s: %w", p, err)
+		}
+		if info.Type != source.File {
+			return nil, fmt.Errorf("database %s: not a regular file", p)
+		}
+		out = append(out, abs)
+	}
+	return out, nil
+}
+
+// FileContent returns the ids of the data blobs of file node n in order:
+// its Content, or for a database image the pages of its page map.
+func (r *Repository) FileContent(ctx context.Context, n *Node) ([]chunk.ID, error) {
+	if n.Database == nil {
+		return n.Content, nil
+	}
+	m, err := r.LoadPageMap(ctx, n.Database.PageMap)
+	if err != nil {
+		return nil, err
+	}
+	if m.PageSize != n.Database.PageSize || m.PageCount != n.Database.PageCount {
+		return nil, fmt.Errorf("page map %s: %d pages of %d bytes, but the node says %d of %d",
+			n.Database.PageMap.Short(), m.PageCount, m.PageSize, n.Database.PageCount, n.Database.PageSize)
+	}
+	ids := make([]chunk.ID, 0, m.PageCount)
+	err = r.PageIDs(ctx, m, func(_ uint32, seg []chunk.ID) error {
+		ids = append(ids, seg...)
+		return nil
+	})
+	return ids, err
+}
