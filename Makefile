@@ -16,6 +16,7 @@ build:
 # The main job end to end on a local repository under ./demo.
 demo: build
 	$(GO) build -o bin/gentree ./internal/gentree/cmd/gentree
+	$(GO) build -o bin/sqlwriter ./internal/sqlwriter/cmd/sqlwriter
 	./scripts/demo.sh
 
 # Everything CI runs: formatting, vet, all unit and end-to-end tests.

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # demo.sh — the main job of repo, end to end, on a local repository under
 # ./demo: init, back up a generated directory, change a little and back up
-# again (dedup), back up a stream, check, restore, and compare.
+# again (dedup), back up a stream and a live SQLite database under writes,
+# check, restore, and compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO_BIN=$PWD/bin/repo
 GEN=$PWD/bin/gentree
+SQLW=$PWD/bin/sqlwriter
 D=$PWD/demo
 rm -rf "$D"
 mkdir -p "$D"
@@ -35,6 +37,19 @@ step "back up a stream (a dump tool's output) from stdin"
 tar -C "$D/stream-src" --sort=name -cf "$D/stream.tar" .
 run "$REPO_BIN" backup --stdin --stdin-filename dump.tar < "$D/stream.tar"
 
+step "back up a live SQLite database while a writer commits into it"
+mkdir -p "$D/db"
+"$SQLW" -db "$D/db/app.db" -init-mb 48 -for 0 > "$D/writer.log" 2>&1 &
+WRITER=$!
+trap 'kill $WRITER 2>/dev/null || true' EXIT
+sleep 1
+run "$REPO_BIN" backup --sqlite "$D/db/app.db"
+sleep 1
+run "$REPO_BIN" backup --sqlite "$D/db/app.db"
+kill -TERM $WRITER; wait $WRITER || true
+trap - EXIT
+sed 's/^/  /' "$D/writer.log"
+
 step "list snapshots"
 run "$REPO_BIN" snapshots
 
@@ -52,8 +67,12 @@ if ! diff <(meta "$D/data") <(meta "$D/restore$D/data") > "$D/meta.diff"; then
 fi
 echo "  restored tree is identical: $(find "$D/data" | wc -l) entries, contents, modes and mtimes"
 
+step "restore the latest database image: it opens cleanly and is one transaction"
+run "$REPO_BIN" restore latest --path "$D/db/app.db" --target "$D/restore-db"
+"$SQLW" -verify "$D/restore-db$D/db/app.db" | sed 's/^/  /'
+
 step "dump the stream back and compare"
-"$REPO_BIN" dump latest /dump.tar > "$D/stream.out"
+"$REPO_BIN" dump --path /dump.tar latest /dump.tar > "$D/stream.out"
 cmp "$D/stream.tar" "$D/stream.out" && echo "  dump.tar identical ($(stat -c %s "$D/stream.tar") bytes)"
 
 step "repository size"
