@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"repo/backend"
 	"repo/chunk"
 	"repo/index"
 	"repo/source"
@@ -429,7 +428,7 @@ func (a *archiver) saveStream(c *chunk.Chunker, scratch []byte, rd io.Reader) fi
 // saveStdin stores one stream as the only file of the snapshot.
 func (a *archiver) saveStdin(ctx context.Context, rd io.Reader, name string, mtime time.Time) (*Node, error) {
 	c := chunk.NewChunker(a.r.cfg.Polynomial, a.class)
-	res := a.saveStream(c, make([]byte, a.class.MaxSize), backend.ContextReader(ctx, rd))
+	res := a.saveStream(c, make([]byte, a.class.MaxSize), source.StreamReader(ctx, rd))
 	if res.fatal != nil {
 		return nil, res.fatal
 	}
@@ -490,7 +489,9 @@ func (a *archiver) saveVirtual(ctx context.Context, dir string, tn *targetNode, 
 	for _, name := range names {
 		child := tn.children[name]
 		p := filepath.Join(dir, name)
-		if child.target && a.excl.Excluded(p) {
+		// A database named with --sqlite is saved even if an exclude
+		// pattern matches it: it was asked for by name.
+		if child.target && a.excl.Excluded(p) && !a.isDatabase(p) {
 			continue
 		}
 		info, err := source.Lstat(p)
@@ -632,7 +633,7 @@ func (a *archiver) saveDir(ctx context.Context, dir string, info *source.Info, p
 	entries := make([]pendingNode, 0, len(names))
 	for _, name := range names {
 		p := filepath.Join(dir, name)
-		if a.excl.Excluded(p) || a.isDatabaseSidecar(p) {
+		if (a.excl.Excluded(p) && !a.isDatabase(p)) || a.isDatabaseSidecar(p) {
 			continue
 		}
 		ci, err := source.Lstat(p)

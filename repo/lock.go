@@ -142,7 +142,9 @@ func (o *LockOptions) defaults() {
 		o.Stale = DefaultLockStale
 	}
 	if o.Stale <= o.Refresh {
-		o.Stale = 2 * o.Refresh
+		// A short stale age given alone (tests) brings the refresh
+		// interval down with it rather than being overruled by it.
+		o.Refresh = o.Stale / 6
 	}
 	if o.Settle <= 0 {
 		o.Settle = DefaultLockSettle
@@ -159,11 +161,19 @@ func (o *LockOptions) gateStale() time.Duration {
 }
 
 // abortAfter is how long the holder may go without a successful refresh
-// before it cancels its operation: it stops one refresh interval before
-// others would consider its lock stale, so it never writes under a lock
-// that someone else may already have removed.
+// before it cancels its operation: a margin before others would consider
+// its lock stale (one refresh interval, at most a quarter of the stale
+// age), so it never writes under a lock that someone else may already
+// have removed, yet a refresh that is merely due never counts as failed.
 func (o *LockOptions) abortAfter() time.Duration {
-	return o.Stale - o.Refresh
+	return o.Stale - min(o.Refresh, o.Stale/4)
+}
+
+// refreshEvery is the refresh interval actually used: the configured one,
+// but soon enough that a refresh that is due comes well before the holder
+// would give up (abortAfter), whatever the stale age.
+func (l *Lock) refreshEvery() time.Duration {
+	return min(l.opts.Refresh, l.opts.abortAfter()/2)
 }
 
 // Lock is a lock held on the repository, refreshed in the background until
@@ -180,15 +190,20 @@ type Lock struct {
 	rec         LockRecord
 	lastRefresh time.Time
 
+	// leftover holds earlier objects of this lock that a refresh could
+	// not remove; Unlock removes them.
+	leftover []string
+
 	// warned holds the unreadable locks already reported while acquiring.
 	warned map[string]bool
 
 	// lost is the error the lock was lost with, once it was.
 	lost atomic.Pointer[error]
 
-	cancel context.CancelCauseFunc
-	stop   chan struct{}
-	done   chan struct{}
+	cancel     context.CancelCauseFunc
+	unlockOnce sync.Once
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 // nowWall is the current wall-clock time without its monotonic reading:
@@ -348,14 +363,23 @@ func (l *Lock) takeGate(ctx context.Context) (func(), error) {
 		return nil, err
 	}
 	sealed := l.r.sealer.Seal(nil, plain)
-	release := func() { _ = l.r.be.Remove(context.WithoutCancel(ctx), h) }
+	// release removes the gate if it is still ours: after a stale-gate
+	// mix-up another locker may hold it now.
+	release := func() {
+		rctx := context.WithoutCancel(ctx)
+		if got, err := backend.LoadAll(rctx, l.r.be, h, nil); err == nil && string(got) == string(sealed) {
+			_ = l.r.be.Remove(rctx, h)
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		if !l.r.be.Properties().ExclusiveCreate {
 			// Check, write, wait, read back: the last writer keeps the
 			// gate. Good enough for progress, which is all it serves.
-			if _, err := l.r.be.Stat(ctx, h); err == nil {
+			_, err := l.r.be.Stat(ctx, h)
+			switch {
+			case err == nil:
 				err = backend.ErrExists
-			} else if errors.Is(err, backend.ErrNotExist) {
+			case errors.Is(err, backend.ErrNotExist):
 				err = l.r.be.Save(ctx, h, backend.NewByteReader(sealed))
 				if err == nil {
 					if err := sleepCtx(ctx, l.opts.Settle/2); err != nil {
@@ -393,6 +417,7 @@ func (l *Lock) takeGate(ctx context.Context) (func(), error) {
 			if err := l.r.be.Remove(ctx, h); err != nil && !errors.Is(err, backend.ErrNotExist) {
 				return nil, fmt.Errorf("remove stale lock gate: %w", err)
 			}
+			l.opts.Report(fmt.Sprintf("removed stale lock gate of %s PID %d (%s): %s", li.Record.Hostname, li.Record.PID, li.Record.Command, li.StaleReason))
 			continue
 		}
 		return nil, &LockedError{Holder: *li.Record, Name: gateName, Gate: true}
@@ -462,7 +487,7 @@ func (l *Lock) refreshLoop() {
 	// Wake up more often than the interval: the timer runs on the
 	// monotonic clock, which stops while the machine is suspended, but
 	// staleness is judged by wall time.
-	tick := time.NewTicker(max(l.opts.Refresh/10, 10*time.Millisecond))
+	tick := time.NewTicker(max(l.opts.Refresh/10, time.Millisecond))
 	defer tick.Stop()
 	ctx := context.Background()
 	for {
@@ -471,23 +496,25 @@ func (l *Lock) refreshLoop() {
 			return
 		case <-tick.C:
 		}
+		// Valid first: after a suspension the lock may look stale to
+		// others already, and then the operation stops even if a refresh
+		// would still succeed now.
 		if err := l.Valid(); err != nil {
 			l.lose(err)
 			return
 		}
 		l.mu.Lock()
-		due := nowWall().Sub(l.lastRefresh) >= l.opts.Refresh
+		due := nowWall().Sub(l.lastRefresh) >= l.refreshEvery()
 		l.mu.Unlock()
-		if !due {
-			continue
+		if due {
+			err := l.refresh(ctx)
+			if errors.Is(err, ErrLockLost) {
+				l.lose(err)
+				return
+			}
+			// Other errors are retried at the next tick; Valid gives up
+			// in time.
 		}
-		err := l.refresh(ctx)
-		if errors.Is(err, ErrLockLost) {
-			l.lose(err)
-			return
-		}
-		// Other errors are retried at the next tick; Valid gives up in
-		// time.
 	}
 }
 
@@ -515,16 +542,22 @@ func (l *Lock) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := l.r.be.Remove(ctx, oldH); err != nil {
-		l.r.removeLock(ctx, name)
-		if errors.Is(err, backend.ErrNotExist) {
-			return fmt.Errorf("%w: lock %s was removed by another process", ErrLockLost, shortName(old))
-		}
-		return err
-	}
+	// The new object is the lock from now on: Check, which may run
+	// concurrently, must never look for the old one after it is removed.
 	l.mu.Lock()
 	l.name, l.rec, l.lastRefresh = name, rec, rec.Refreshed
 	l.mu.Unlock()
+	if err := l.r.be.Remove(ctx, oldH); err != nil {
+		if errors.Is(err, backend.ErrNotExist) {
+			l.r.removeLock(ctx, name)
+			return fmt.Errorf("%w: lock %s was removed by another process", ErrLockLost, shortName(old))
+		}
+		// Both objects exist now; both name this process, so neither
+		// misleads, and the old one is removed with the lock at Unlock.
+		l.mu.Lock()
+		l.leftover = append(l.leftover, old)
+		l.mu.Unlock()
+	}
 	return nil
 }
 
@@ -534,10 +567,10 @@ func (l *Lock) Unlock() error {
 	if l.stop == nil {
 		return nil
 	}
-	select {
-	case <-l.stop:
+	first := false
+	l.unlockOnce.Do(func() { first = true })
+	if !first {
 		return nil // already unlocked
-	default:
 	}
 	close(l.stop)
 	<-l.done
@@ -545,11 +578,10 @@ func (l *Lock) Unlock() error {
 	l.r.lock.CompareAndSwap(l, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := l.r.removeLock(ctx, l.Name())
-	if errors.Is(err, backend.ErrNotExist) {
-		return nil
-	}
-	return err
+	l.mu.Lock()
+	names := append([]string{l.name}, l.leftover...)
+	l.mu.Unlock()
+	return l.r.RemoveLocks(ctx, names...)
 }
 
 // saveLock seals rec and stores it in locks/, returning its name.
@@ -574,23 +606,35 @@ func (r *Repository) removeLock(ctx context.Context, name string) error {
 // by creation time (unreadable ones last). opts supplies the stale age.
 func (r *Repository) Locks(ctx context.Context, opts LockOptions) ([]LockInfo, error) {
 	opts.defaults()
-	var names []string
-	if err := r.be.List(ctx, backend.LockFile, func(fi backend.FileInfo) error {
-		names = append(names, fi.Name)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list locks: %w", err)
-	}
-	infos := make([]LockInfo, 0, len(names))
-	for _, name := range names {
-		li := r.loadLockInfo(ctx, name, opts)
-		if errors.Is(li.Err, backend.ErrNotExist) {
-			continue // removed since the listing: released
+	var infos []LockInfo
+	// An object that vanished between listing and loading was released,
+	// or replaced by a refresh, which writes the new object before it
+	// removes the old: a listing made after the vanishing shows the new one.
+	// So list again until nothing vanishes.
+	for attempt := 0; ; attempt++ {
+		var names []string
+		if err := r.be.List(ctx, backend.LockFile, func(fi backend.FileInfo) error {
+			names = append(names, fi.Name)
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("list locks: %w", err)
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		infos = make([]LockInfo, 0, len(names))
+		vanished := false
+		for _, name := range names {
+			li := r.loadLockInfo(ctx, name, opts)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(li.Err, backend.ErrNotExist) {
+				vanished = true
+				continue
+			}
+			infos = append(infos, li)
 		}
-		infos = append(infos, li)
+		if !vanished || attempt == 20 {
+			break
+		}
 	}
 	sort.SliceStable(infos, func(i, j int) bool {
 		a, b := infos[i].Record, infos[j].Record
@@ -718,6 +762,9 @@ func shortName(name string) string {
 // roundAge renders a duration for humans: whole seconds, or tenths below
 // ten seconds.
 func roundAge(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
 	if d < 10*time.Second {
 		return d.Round(100 * time.Millisecond)
 	}
