@@ -336,9 +336,9 @@ func (c *checker) pageMap(ctx context.Context, n *Node) ([]chunk.ID, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range m.Segments {
+	for _, s := range m.MetaBlobs() {
 		if _, ok := c.blobs[blobKey{index.TreeBlob, s}]; !ok {
-			return nil, fmt.Errorf("page map %s: segment %s is not in the index", head.Short(), s.Short())
+			return nil, fmt.Errorf("page map %s: blob %s is not in the index", head.Short(), s.Short())
 		}
 	}
 	return c.r.FileContent(ctx, n)

@@ -34,8 +34,11 @@ type DatabaseInfo struct {
 	ApplicationID uint32   `json:"application_id,omitempty"`
 	FreelistCount uint32   `json:"freelist_count"`
 	PageMap       chunk.ID `json:"page_map"`
-	// PagesNew is how many pages this backup found not yet stored.
-	PagesNew uint32 `json:"pages_new"`
+	// PagesNew is how many pages this backup found not yet stored, and
+	// PagesChanged how many differ from the parent snapshot's image (all,
+	// without one).
+	PagesNew     uint32 `json:"pages_new"`
+	PagesChanged uint32 `json:"pages_changed"`
 }
 
 // isDatabase reports whether path is one of the databases to snapshot.
@@ -67,7 +70,18 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 	di := snap.Info()
 	a.onDatabase(p, di)
 
-	w := newPageMapWriter(a.s, di.PageSize)
+	var parentMap *PageMap
+	if pn != nil && pn.Database != nil && pn.Database.Kind == DatabaseSQLite {
+		// Without the parent's map the image is still stored (pages
+		// dedup by id); only its map is written in full.
+		if m, err := a.r.LoadPageMap(ctx, pn.Database.PageMap); err == nil {
+			parentMap = m
+		}
+	}
+	w, err := newPageMapWriter(ctx, a.r, a.saveMeta, di.PageSize, di.PageCount, parentMap)
+	if err != nil {
+		return pendingNode{}, err
+	}
 	var pagesNew uint32
 	err = snap.Pages(ctx, func(pgno uint32, page []byte) error {
 		a.bytesRead.Add(int64(len(page)))
@@ -118,6 +132,7 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 		FreelistCount: di.FreelistCount,
 		PageMap:       head,
 		PagesNew:      pagesNew,
+		PagesChanged:  w.Changed,
 	}
 	a.mu.Lock()
 	a.sum.TotalFiles++
@@ -125,7 +140,7 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 	a.sum.Databases++
 	if pn == nil {
 		a.sum.FilesNew++
-	} else if pn.Database != nil && pn.Database.PageMap == head {
+	} else if parentMap != nil && w.Changed == 0 && parentMap.PageCount == di.PageCount {
 		a.sum.FilesUnmodified++
 	} else {
 		a.sum.FilesChanged++
@@ -153,6 +168,12 @@ func cleanDatabases(paths []string) ([]string, error) {
 		out = append(out, abs)
 	}
 	return out, nil
+}
+
+// saveMeta stores a page map blob.
+func (a *archiver) saveMeta(b []byte) (chunk.ID, error) {
+	id, _, err := a.s.SaveBlob(index.TreeBlob, b)
+	return id, err
 }
 
 // FileContent returns the ids of the data blobs of file node n in order:
