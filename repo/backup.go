@@ -427,8 +427,12 @@ func (a *archiver) saveStream(c *chunk.Chunker, scratch []byte, rd io.Reader) fi
 
 // saveStdin stores one stream as the only file of the snapshot.
 func (a *archiver) saveStdin(ctx context.Context, rd io.Reader, name string, mtime time.Time) (*Node, error) {
-	c := chunk.NewChunker(a.r.cfg.Polynomial, a.class)
-	res := a.saveStream(c, make([]byte, a.class.MaxSize), source.StreamReader(ctx, rd))
+	class, ok := a.r.cfg.ChunkClasses[ClassStreams]
+	if !ok {
+		class = a.class
+	}
+	c := chunk.NewChunker(a.r.cfg.Polynomial, class)
+	res := a.saveStream(c, make([]byte, class.MaxSize), source.StreamReader(ctx, rd))
 	if res.fatal != nil {
 		return nil, res.fatal
 	}

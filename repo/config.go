@@ -18,6 +18,10 @@ const DefaultPackSize = 16 << 20
 // Chunk class names in Config.ChunkClasses.
 const (
 	ClassFiles = "files"
+	// ClassStreams is for dump streams (--stdin, --stdin-from-command).
+	// Configs written before it existed lack it; streams then use
+	// ClassFiles.
+	ClassStreams = "streams"
 )
 
 // Blob id modes in Config.BlobIDs.
@@ -70,6 +74,14 @@ func (c *Config) validate() error {
 	}
 	if fc.MaxSize > 64<<20 {
 		return fmt.Errorf("chunk class %q: max size %d above 64 MiB", ClassFiles, fc.MaxSize)
+	}
+	if sc, ok := c.ChunkClasses[ClassStreams]; ok {
+		if err := sc.Validate(); err != nil {
+			return fmt.Errorf("chunk class %q: %w", ClassStreams, err)
+		}
+		if sc.MaxSize > 64<<20 {
+			return fmt.Errorf("chunk class %q: max size %d above 64 MiB", ClassStreams, sc.MaxSize)
+		}
 	}
 	if c.PackSize < 1<<20 || c.PackSize > 1<<30 {
 		return fmt.Errorf("invalid pack size %d", c.PackSize)

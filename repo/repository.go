@@ -119,7 +119,7 @@ func Init(ctx context.Context, be backend.Backend, opts InitOptions) (*Config, e
 		Encrypted:    !opts.Insecure,
 		BlobIDs:      BlobIDUnkeyed,
 		Polynomial:   pol,
-		ChunkClasses: map[string]chunk.Class{ClassFiles: chunk.FileClass},
+		ChunkClasses: map[string]chunk.Class{ClassFiles: chunk.FileClass, ClassStreams: chunk.StreamClass},
 		PackSize:     opts.PackSize,
 		Compression:  opts.Compression,
 	}

@@ -32,7 +32,10 @@ export REPO_PASSWORD=bench
 # The cache sits beside the repository so `du` of the repository does not
 # count it, and a new repository (new id) never reuses an old cache.
 export EXT_INIT="'$BIN' init -r \"\$REPO\" --cache-dir \"\$REPO.cache\""
-export EXT_BACKUP="'$BIN' backup -q -r \"\$REPO\" --cache-dir \"\$REPO.cache\" \"\$SRC\""
+# A source directory holding app.db (the harness's database phases) is
+# backed up with the database as a consistent page image (--sqlite), which
+# is how repo is meant to be used on a database.
+export EXT_BACKUP="'$BIN' backup -q -r \"\$REPO\" --cache-dir \"\$REPO.cache\" \"\$SRC\" \$([ -f \"\$SRC/app.db\" ] && echo --sqlite \"\$SRC/app.db\")"
 export EXT_RESTORE="'$BIN' restore -q -r \"\$REPO\" --cache-dir \"\$REPO.cache\" latest --path \"\$SRC\" --target \"\$TARGET\""
 "$BENCH_SHARED/baseline.sh"
 mkdir -p bench/results

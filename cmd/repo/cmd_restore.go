@@ -12,6 +12,7 @@ import (
 
 type restoreOptions struct {
 	target string
+	verify bool
 	filterFlags
 }
 
@@ -31,17 +32,25 @@ completely is removed and reported, never left with wrong content. Nothing is
 written outside the target, whatever the snapshot holds. Existing files at
 the target are replaced.
 
+A database image (backup --sqlite) is written with any stale -wal, -shm or
+-journal file beside it removed, and PRAGMA integrity_check runs on it; the
+verdict is printed. --verify then reads every restored file back and
+checks its size and every block against the snapshot.
+
 Examples:
   repo restore latest --target /tmp/restore
   repo restore latest --path /home --host laptop --target /tmp/restore
   repo restore 3fa2b1c9:/home/ann/projects --target ./projects
+  repo restore latest --path /var/lib/app/app.db --target /tmp/db --verify
 
-Exit codes: 0 ok, 1 error or some files not restored, 2 usage,
+Exit codes: 0 ok, 1 error, some files not restored, a restored database
+failing its integrity check, or --verify finding a difference, 2 usage,
 10 no repository, 12 wrong password.`,
 		Args: argsRange(1, 1),
 		RunE: func(c *cobra.Command, args []string) error { return runRestore(c, g, o, args[0]) },
 	}
 	c.Flags().StringVarP(&o.target, "target", "t", "", "restore into `directory` (required)")
+	c.Flags().BoolVar(&o.verify, "verify", false, "read the restored files back and check them against the snapshot")
 	o.addFlags(c.Flags(), "for latest: ")
 	return withLock(c, lockShared)
 }
@@ -102,6 +111,27 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 	}
 	if st.DatabasesDamaged > 0 {
 		return fmt.Errorf("%d of %d restored databases failed the integrity check (see above)", st.DatabasesDamaged, st.Databases)
+	}
+	if o.verify {
+		vs, err := r.VerifyRestore(ctx, sn, sub, o.target, func(path string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			g.warn(path, err)
+		})
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		if g.json {
+			printJSON(g.out, struct {
+				MessageType string `json:"message_type"`
+				repo.VerifyStats
+			}{"verify_summary", vs})
+		} else if !g.quiet {
+			fmt.Fprintf(g.out, "verified %d files, %s: %d differ\n", vs.Files, formatBytes(vs.Bytes), vs.Errors)
+		}
+		if vs.Errors > 0 {
+			return fmt.Errorf("verify: %d restored files differ from the snapshot (see above)", vs.Errors)
+		}
 	}
 	return nil
 }
