@@ -121,4 +121,3 @@ func (r *Repository) verifyFile(ctx context.Context, root *os.Root, rel string, 
 	}
 	return read, nil
 }
-
