@@ -20,7 +20,14 @@ const (
 	IndexFile
 	SnapshotFile
 	LockFile
+	// QuarantineFile is a damaged pack that check --repair moved out of
+	// data/ and keeps for inspection; nothing reads it as part of the
+	// repository. Names are like pack names but not sharded.
+	QuarantineFile
 )
+
+// lastFileType is the highest valid FileType.
+const lastFileType = QuarantineFile
 
 // String returns the directory name used for the type ("config" for the
 // single config object).
@@ -38,6 +45,8 @@ func (t FileType) String() string {
 		return "snapshots"
 	case LockFile:
 		return "locks"
+	case QuarantineFile:
+		return "quarantine"
 	}
 	return fmt.Sprintf("filetype(%d)", uint8(t))
 }
@@ -50,7 +59,8 @@ type Handle struct {
 }
 
 // String returns the object's path inside the repository, e.g.
-// "data/3f/3fa2…" or "config"; it is what error messages show.
+// "data/3f/3fa2…", "quarantine/3fa2…" or "config"; it is what error
+// messages show.
 func (h Handle) String() string {
 	switch {
 	case h.Type == ConfigFile:
@@ -65,7 +75,7 @@ func (h Handle) String() string {
 // types but ConfigFile, and a name of only [0-9a-z] so that it is safe as a
 // file name and an object key on every backend.
 func (h Handle) Valid() error {
-	if h.Type < ConfigFile || h.Type > LockFile {
+	if h.Type.Valid() != nil {
 		return fmt.Errorf("invalid handle %v: unknown type", h)
 	}
 	if h.Type == ConfigFile {

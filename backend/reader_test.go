@@ -223,9 +223,40 @@ func TestReadAt(t *testing.T) {
 
 func TestFileTypeValid(t *testing.T) {
 	for ft := range backend.FileType(255) {
-		want := ft >= backend.ConfigFile && ft <= backend.LockFile
+		want := ft >= backend.ConfigFile && ft <= backend.QuarantineFile
 		if got := ft.Valid() == nil; got != want {
 			t.Errorf("FileType(%d).Valid() == nil is %v, want %v", ft, got, want)
+		}
+	}
+}
+
+func TestQuarantineHandle(t *testing.T) {
+	if got := backend.QuarantineFile.String(); got != "quarantine" {
+		t.Errorf("QuarantineFile.String() = %q, want %q", got, "quarantine")
+	}
+	// The types before it keep their values: they are not stored, but
+	// code and tests may compare against them.
+	if backend.LockFile != 6 || backend.QuarantineFile != 7 {
+		t.Errorf("LockFile = %d, QuarantineFile = %d; want 6, 7", backend.LockFile, backend.QuarantineFile)
+	}
+	name := "3fa2" + strings.Repeat("0", 60)
+	if got := (backend.Handle{Type: backend.QuarantineFile, Name: name}).String(); got != "quarantine/"+name {
+		t.Errorf("Handle.String() = %q, want quarantine/%s (not sharded)", got, name)
+	}
+	for _, tt := range []struct {
+		name  string
+		valid bool
+	}{
+		{name, true},
+		{"a", true}, // unlike packs, no two-character minimum
+		{"", false},
+		{"AB", false},
+		{"a/b", false},
+		{".tmp-1", false},
+	} {
+		err := backend.Handle{Type: backend.QuarantineFile, Name: tt.name}.Valid()
+		if (err == nil) != tt.valid {
+			t.Errorf("quarantine handle %q: Valid() = %v, want valid %v", tt.name, err, tt.valid)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package chunk
 
 import (
+	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +20,9 @@ func (id ID) String() string { return hex.EncodeToString(id[:]) }
 
 // Short returns the first 8 hex characters, for messages.
 func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
+
+// Compare orders ids bytewise (for slices.SortFunc).
+func (id ID) Compare(other ID) int { return bytes.Compare(id[:], other[:]) }
 
 // IsNull reports whether id is all zeros (the zero value, never a real hash).
 func (id ID) IsNull() bool { return id == ID{} }

@@ -2,8 +2,12 @@ package repo
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"path"
+	"strconv"
+	"strings"
 
 	"repo/backend"
 	"repo/chunk"
@@ -45,6 +49,112 @@ type CheckOptions struct {
 	// ReadData also reads every pack, verifies its id, and decrypts,
 	// decompresses and re-hashes every blob.
 	ReadData bool
+	// Subset, when set, reads only the packs it contains, as ReadData
+	// does; it implies ReadData and takes precedence over it.
+	Subset *ReadDataSubset
+}
+
+// ReadDataSubset is a deterministic selection of packs for check
+// --read-data-subset, by the first four bytes of the pack id read as a
+// big-endian uint32 (p):
+//
+//   - "K/M" selects the packs with p mod M == K-1, so that the M runs
+//     1/M … M/M together read every pack exactly once;
+//   - "N%" (0 < N ≤ 100, decimals allowed) selects the packs with
+//     p < N/100 × 2^32, about N percent of them, always the same ones.
+//
+// Make one with ParseReadDataSubset.
+type ReadDataSubset struct {
+	text string
+	// For K/M: of = M > 0 and part = K-1. For N%: of = 0 and a pack is
+	// selected when p < below (at most 2^32, which selects all).
+	part, of uint32
+	below    uint64
+}
+
+// ParseReadDataSubset parses "N%" (0 < N ≤ 100, e.g. "10%" or "2.5%") or
+// "K/M" (1 ≤ K ≤ M < 2^32, e.g. "3/7").
+func ParseReadDataSubset(s string) (*ReadDataSubset, error) {
+	bad := func(format string, args ...any) (*ReadDataSubset, error) {
+		return nil, fmt.Errorf("invalid read-data subset %q: %s", s, fmt.Sprintf(format, args...))
+	}
+	if num, ok := strings.CutSuffix(s, "%"); ok {
+		if !isDecimal(num) {
+			return bad("want N%% with N a number such as 10 or 2.5")
+		}
+		n, err := strconv.ParseFloat(num, 64)
+		if err != nil {
+			return bad("%v", err)
+		}
+		if n <= 0 || n > 100 {
+			return bad("percentage must be more than 0 and at most 100")
+		}
+		// p < x holds for an integer p exactly when p < ceil(x).
+		below := uint64(math.Ceil(n / 100 * (1 << 32)))
+		return &ReadDataSubset{text: s, below: min(below, 1<<32)}, nil
+	}
+	ks, ms, ok := strings.Cut(s, "/")
+	if !ok {
+		return bad("want N%% (e.g. 10%%) or K/M (e.g. 1/5)")
+	}
+	if !isDigits(ks) || !isDigits(ms) {
+		return bad("want K/M with whole numbers, e.g. 1/5")
+	}
+	k, kerr := strconv.ParseUint(ks, 10, 32)
+	m, merr := strconv.ParseUint(ms, 10, 32)
+	switch {
+	case kerr != nil || merr != nil:
+		return bad("K and M must be below %d", uint64(1)<<32)
+	case m == 0:
+		return bad("M must be at least 1")
+	case k == 0 || k > m:
+		return bad("K must be between 1 and M (%d)", m)
+	}
+	return &ReadDataSubset{text: s, part: uint32(k - 1), of: uint32(m)}, nil
+}
+
+// isDecimal reports whether s is digits with at most one '.', and at least
+// one digit: what a user types, not ParseFloat's exponents, hex, infinities
+// or underscores.
+func isDecimal(s string) bool {
+	digits, dots := 0, 0
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9':
+			digits++
+		case c == '.':
+			dots++
+		default:
+			return false
+		}
+	}
+	return digits > 0 && dots <= 1
+}
+
+// isDigits reports whether s is one or more ASCII digits.
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// Contains reports whether the subset selects pack id. A nil subset
+// selects every pack.
+func (s *ReadDataSubset) Contains(id chunk.ID) bool {
+	if s == nil {
+		return true
+	}
+	p := binary.BigEndian.Uint32(id[:4])
+	if s.of > 0 {
+		return p%s.of == s.part
+	}
+	return uint64(p) < s.below
+}
+
+// String returns the subset as it was given.
+func (s *ReadDataSubset) String() string {
+	if s == nil {
+		return ""
+	}
+	return s.text
 }
 
 // CheckResult counts what Check looked at and found.
@@ -57,6 +167,10 @@ type CheckResult struct {
 	PacksRead  int `json:"packs_read"`
 	Errors     int `json:"errors"`
 	Notes      int `json:"notes"`
+
+	// ReadDataSubset is CheckOptions.Subset as given, when set: PacksRead
+	// then counts only the packs it selected.
+	ReadDataSubset string `json:"read_data_subset,omitempty"`
 }
 
 // checkPack is what the index says about one pack.
@@ -72,6 +186,7 @@ type checkPack struct {
 // cannot list).
 func (r *Repository) Check(ctx context.Context, opts CheckOptions, report func(Finding)) (CheckResult, error) {
 	c := &checker{r: r, report: report, packs: map[chunk.ID]*checkPack{}, blobs: map[blobKey]index.PackedBlob{}, trees: map[chunk.ID]bool{}, present: map[chunk.ID]int64{}}
+	c.res.ReadDataSubset = opts.Subset.String()
 	err := c.run(ctx, opts)
 	return c.res, err
 }
@@ -204,10 +319,10 @@ func (c *checker) run(ctx context.Context, opts CheckOptions) error {
 		}
 	}
 
-	// 4. Every byte, when asked.
-	if opts.ReadData {
+	// 4. Every byte (or every byte of the subset), when asked.
+	if opts.ReadData || opts.Subset != nil {
 		for id, cp := range c.packs {
-			if _, ok := present[id]; !ok {
+			if _, ok := present[id]; !ok || !opts.Subset.Contains(id) {
 				continue
 			}
 			if err := ctx.Err(); err != nil {

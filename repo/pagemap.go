@@ -215,19 +215,27 @@ func (r *Repository) LoadPageMap(ctx context.Context, id chunk.ID) (*PageMap, er
 	return m, nil
 }
 
+// metaLoader loads a page map blob (tree namespace).
+type metaLoader func(id chunk.ID) ([]byte, error)
+
 // pageResolver gives the ids of a map's pages, one segment at a time.
 type pageResolver struct {
-	r      *Repository
+	load   metaLoader
 	m      *PageMap
 	deltas []*delta
 }
 
-// newPageResolver loads m's deltas (their size is bounded by MaxChain
-// snapshots' worth of changes).
+// newPageResolver loads m's deltas through the repository's index.
 func (r *Repository) newPageResolver(ctx context.Context, m *PageMap) (*pageResolver, error) {
-	pr := &pageResolver{r: r, m: m}
+	return newPageResolver(m, func(id chunk.ID) ([]byte, error) { return r.LoadBlob(ctx, index.TreeBlob, id, nil) })
+}
+
+// newPageResolver loads m's deltas (their size is bounded by MaxChain
+// snapshots' worth of changes) with load.
+func newPageResolver(m *PageMap, load metaLoader) (*pageResolver, error) {
+	pr := &pageResolver{load: load, m: m}
 	for _, ref := range m.Deltas {
-		b, err := r.LoadBlob(ctx, index.TreeBlob, ref.ID, nil)
+		b, err := load(ref.ID)
 		if err != nil {
 			return nil, fmt.Errorf("load page map delta %s: %w", ref.ID.Short(), err)
 		}
@@ -247,7 +255,7 @@ func (r *Repository) newPageResolver(ctx context.Context, m *PageMap) (*pageReso
 func (pr *pageResolver) segment(ctx context.Context, i int, ids []chunk.ID) ([]chunk.ID, error) {
 	m := pr.m
 	first, n := m.segmentRange(i)
-	b, err := pr.r.LoadBlob(ctx, index.TreeBlob, m.Segments[i], nil)
+	b, err := pr.load(m.Segments[i])
 	if err != nil {
 		return nil, fmt.Errorf("load page map segment %s: %w", m.Segments[i].Short(), err)
 	}
@@ -455,4 +463,30 @@ func (w *pageMapWriter) finish() (chunk.ID, error) {
 		}
 	}
 	return w.save(encodePageMap(&w.m))
+}
+
+// pageIDsWith resolves the page ids of database node n, loading the map's
+// blobs with load.
+func pageIDsWith(n *Node, load metaLoader) ([]chunk.ID, error) {
+	b, err := load(n.Database.PageMap)
+	if err != nil {
+		return nil, fmt.Errorf("load page map %s: %w", n.Database.PageMap.Short(), err)
+	}
+	m, err := decodePageMap(b)
+	if err != nil {
+		return nil, fmt.Errorf("load page map %s: %w", n.Database.PageMap.Short(), err)
+	}
+	pr, err := newPageResolver(m, load)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]chunk.ID, 0, m.PageCount)
+	var seg []chunk.ID
+	for i := range m.Segments {
+		if seg, err = pr.segment(context.Background(), i, seg); err != nil {
+			return nil, err
+		}
+		ids = append(ids, seg...)
+	}
+	return ids, nil
 }

@@ -43,6 +43,11 @@ type Snapshot struct {
 	Summary  *Summary   `json:"summary,omitempty"`
 	// ProgramVersion is the version of repo that wrote the snapshot.
 	ProgramVersion string `json:"program_version,omitempty"`
+	// Original is set in a snapshot that check --repair rewrote: the id of
+	// the snapshot it replaced; Purged lists the paths it left out because
+	// their content was lost.
+	Original *chunk.ID `json:"original,omitempty"`
+	Purged   []string  `json:"purged,omitempty"`
 
 	// ID is the snapshot's object id; set when loaded or saved, not stored.
 	ID chunk.ID `json:"-"`

@@ -41,6 +41,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"SaveBadReader", testSaveBadReader},
 		{"Cancel", testCancel},
 		{"Concurrent", testConcurrent},
+		{"Quarantine", testQuarantine},
 		{"InvalidHandle", testInvalidHandle},
 		{"FnErrorUnchanged", testFnErrorUnchanged},
 	}
@@ -62,6 +63,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 var allTypes = []backend.FileType{
 	backend.ConfigFile, backend.KeyFile, backend.PackFile,
 	backend.IndexFile, backend.SnapshotFile, backend.LockFile,
+	backend.QuarantineFile,
 }
 
 // newRand returns a generator with a fixed seed derived from t's name, so
@@ -308,6 +310,9 @@ func testList(t *testing.T, be backend.Backend) {
 		backend.IndexFile:    5,
 		backend.SnapshotFile: 3,
 		backend.LockFile:     1,
+		// Quarantined packs are few; 40 still spread over many
+		// first characters, which must not matter (no sharding).
+		backend.QuarantineFile: 40,
 	}
 	want := make(map[backend.FileType]map[string]int64)
 	for ft, n := range counts {
@@ -672,6 +677,49 @@ func testConcurrent(t *testing.T, be backend.Backend) {
 	}
 }
 
+// testQuarantine checks that quarantine/ is a namespace of its own: a
+// quarantined pack may share its name with a live pack (the usual case: a
+// damaged pack moved aside and a good copy written again), names need not
+// be long enough to shard, and each type lists and removes only its own.
+func testQuarantine(t *testing.T, be backend.Backend) {
+	rng := newRand(t)
+	ctx := context.Background()
+	pack := randHandle(rng, backend.PackFile)
+	quar := backend.Handle{Type: backend.QuarantineFile, Name: pack.Name}
+	short := backend.Handle{Type: backend.QuarantineFile, Name: "a"}
+	packData, quarData := randBytes(rng, 5000), randBytes(rng, 4000)
+
+	checkList(t, be, backend.QuarantineFile, nil)
+	save(t, be, pack, packData)
+	checkList(t, be, backend.QuarantineFile, nil)
+	save(t, be, quar, quarData)
+	save(t, be, short, []byte("x"))
+	checkContent(t, be, pack, packData)
+	checkContent(t, be, quar, quarData)
+	checkContent(t, be, short, []byte("x"))
+	checkList(t, be, backend.PackFile, map[string]int64{pack.Name: 5000})
+	checkList(t, be, backend.QuarantineFile, map[string]int64{quar.Name: 4000, short.Name: 1})
+
+	// Ranges read as for packs: check reads quarantined packs piecewise.
+	buf := make([]byte, 100)
+	if err := backend.ReadAt(ctx, be, quar, buf, 1234); err != nil || !bytes.Equal(buf, quarData[1234:1334]) {
+		t.Errorf("ReadAt %v: err %v, got %s, want %s", quar, err, prefix(buf), prefix(quarData[1234:]))
+	}
+
+	if err := be.Remove(ctx, quar); err != nil {
+		t.Fatalf("remove %v: %v", quar, err)
+	}
+	checkNotExist(t, be, quar)
+	checkContent(t, be, pack, packData)
+	checkList(t, be, backend.QuarantineFile, map[string]int64{short.Name: 1})
+
+	if err := be.Remove(ctx, pack); err != nil {
+		t.Fatalf("remove %v: %v", pack, err)
+	}
+	checkNotExist(t, be, pack)
+	checkContent(t, be, short, []byte("x"))
+}
+
 func testInvalidHandle(t *testing.T, be backend.Backend) {
 	ctx := context.Background()
 	handles := []backend.Handle{
@@ -684,6 +732,9 @@ func testInvalidHandle(t *testing.T, be backend.Backend) {
 		{Type: backend.KeyFile, Name: "a/b"},
 		{Type: backend.IndexFile, Name: ".tmp-x"},
 		{Type: backend.SnapshotFile, Name: "ABCD"},
+		{Type: backend.QuarantineFile},
+		{Type: backend.QuarantineFile, Name: "../data"},
+		{Type: backend.QuarantineFile, Name: "ab/cd"},
 	}
 	checkInvalid := func(op string, h backend.Handle, err error) {
 		t.Helper()
@@ -704,7 +755,7 @@ func testInvalidHandle(t *testing.T, be backend.Backend) {
 	for _, ft := range allTypes {
 		checkList(t, be, ft, nil)
 	}
-	for _, ft := range []backend.FileType{0, backend.LockFile + 1, 255} {
+	for _, ft := range []backend.FileType{0, backend.QuarantineFile + 1, 255} {
 		err := be.List(ctx, ft, func(backend.FileInfo) error {
 			t.Errorf("list %v: fn called", ft)
 			return nil

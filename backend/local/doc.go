@@ -3,7 +3,12 @@
 //
 //	config
 //	keys/<name>  index/<name>  snapshots/<name>  locks/<name>
+//	quarantine/<name>
 //	data/<first two characters of name>/<name>
+//
+// A type directory that is missing (e.g. quarantine/ in a repository
+// created before that type existed) lists as empty and is made by the
+// first Save into it.
 //
 // Save writes a temporary file whose name starts with "." in the object's
 // directory, fsyncs it, makes it read-only and publishes it with a hard

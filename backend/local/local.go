@@ -34,7 +34,10 @@ const (
 )
 
 // types lists the FileTypes that own a directory (all but ConfigFile).
-var types = []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.PackFile}
+// Create makes all of them; a repository created before a type existed
+// (quarantine/) lacks its directory, which Save then makes on first use and
+// List treats as empty.
+var types = []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.QuarantineFile, backend.PackFile}
 
 // Create makes dir (with parents) and the repository's directory layout,
 // including the 256 data/xx directories, and returns a backend on it. dir

@@ -62,7 +62,7 @@ func save(t *testing.T, be backend.Backend, h backend.Handle, data string) {
 func TestLayout(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "repo") // parents are made too
 	be := create(t, dir)
-	want := []string{"keys", "index", "snapshots", "locks", "data"}
+	want := []string{"keys", "index", "snapshots", "locks", "quarantine", "data"}
 	for i := range 256 {
 		want = append(want, fmt.Sprintf("data/%02x", i))
 	}
@@ -87,6 +87,7 @@ func TestLayout(t *testing.T) {
 		{backend.Handle{Type: backend.IndexFile, Name: "i1"}, "index/i1"},
 		{backend.Handle{Type: backend.SnapshotFile, Name: "s1"}, "snapshots/s1"},
 		{backend.Handle{Type: backend.LockFile, Name: "l1"}, "locks/l1"},
+		{backend.Handle{Type: backend.QuarantineFile, Name: pack}, "quarantine/" + pack},
 	}
 	for _, o := range objects {
 		save(t, be, o.h, o.path)
@@ -254,6 +255,67 @@ func TestMissingPrefixDir(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestMissingQuarantineDir checks a repository created before quarantine/
+// existed: Open works, List finds nothing instead of failing, a missing
+// object is ErrNotExist, and the first Save makes the directory.
+func TestMissingQuarantineDir(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	create(t, dir)
+	qdir := filepath.Join(dir, "quarantine")
+	if err := os.Remove(qdir); err != nil {
+		t.Fatal(err)
+	}
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	list := func() []string {
+		t.Helper()
+		var got []string
+		if err := be.List(ctx, backend.QuarantineFile, func(fi backend.FileInfo) error {
+			got = append(got, fi.Name)
+			return nil
+		}); err != nil {
+			t.Fatalf("list quarantine: %v", err)
+		}
+		return got
+	}
+	if got := list(); len(got) != 0 {
+		t.Errorf("list without quarantine/: got %q, want nothing", got)
+	}
+	h := backend.Handle{Type: backend.QuarantineFile, Name: "ab12"}
+	if _, err := be.Stat(ctx, h); !errors.Is(err, backend.ErrNotExist) {
+		t.Errorf("stat without quarantine/: got %v, want ErrNotExist", err)
+	}
+	if err := be.Remove(ctx, h); !errors.Is(err, backend.ErrNotExist) {
+		t.Errorf("remove without quarantine/: got %v, want ErrNotExist", err)
+	}
+
+	save(t, be, h, "damaged")
+	fi, err := os.Stat(qdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("quarantine/: mode %v, want a directory with mode 0700", fi.Mode())
+	}
+	if got := list(); fmt.Sprint(got) != "[ab12]" {
+		t.Errorf("list after save: got %q, want [ab12]", got)
+	}
+	got, err := backend.LoadAll(ctx, be, h, nil)
+	if err != nil || string(got) != "damaged" {
+		t.Errorf("load %v: got %q, %v", h, got, err)
+	}
+	if err := be.Remove(ctx, h); err != nil {
+		t.Errorf("remove %v: %v", h, err)
+	}
+	if got := list(); len(got) != 0 {
+		t.Errorf("list after remove: got %q, want nothing", got)
 	}
 }
 
