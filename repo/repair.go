@@ -58,13 +58,13 @@ type RepairResult struct {
 // Repair brings the repository back to a state that check accepts, in
 // steps that are each safe to interrupt and re-run (docs/repair.md):
 //
-//  1. Index: intact packs that no index lists are re-indexed from their
-//     headers; one new index file, listing every intact pack, supersedes
+//  1. Salvage: every verifiable blob of a damaged pack is stored again in
+//     new packs (with their own index file).
+//  2. Index: one new index file, listing every intact pack (including
+//     intact packs that no index listed, from their headers), supersedes
 //     all existing ones (unreadable ones included), which are then
-//     removed. Packs that are missing drop out with it.
-//  2. Salvage: every verifiable blob of a damaged pack is stored again in
-//     new packs, then the damaged pack is moved to quarantine/ (or
-//     removed).
+//     removed. Missing and damaged packs drop out with it; the damaged
+//     ones are then moved to quarantine/ (or removed).
 //  3. Heal: sources are read and every chunk whose id is among the missing
 //     blobs is uploaded again, which makes old snapshots whole without
 //     rewriting them.
@@ -94,19 +94,13 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 	res.PacksMissing = len(d.MissingPacks)
 	res.PacksDamaged = len(d.DamagedPacks)
 
-	// 1. Index.
+	// 1. Re-index: intact packs no index lists (written with step 3).
 	var healthyUnindexed []index.Pack
 	for _, id := range d.UnindexedPacks {
-		if _, bad := d.DamagedPacks[id]; bad {
+		blobs, ok := d.intactUnindexed[id]
+		if !ok {
 			continue
 		}
-		var blobs []index.Blob
-		for _, pb := range d.unindexed {
-			if pb.Pack == id {
-				blobs = append(blobs, pb.Blob)
-			}
-		}
-		slices.SortFunc(blobs, func(a, b index.Blob) int { return int(int64(a.Offset) - int64(b.Offset)) })
 		healthyUnindexed = append(healthyUnindexed, index.Pack{ID: id, Blobs: blobs})
 		act("re-index pack %s (%d blobs, in no index)", id.Short(), len(blobs))
 	}
@@ -114,6 +108,56 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 	for _, id := range d.MissingPacks {
 		act("drop pack %s from the index: it is missing", id.Short())
 	}
+	// 2. Salvage, before the index that drops the damaged packs is
+	// written: a crash in between leaves the salvaged copies indexed, and
+	// a re-run finds the blobs intact there.
+	damaged := slices.SortedFunc(maps.Keys(d.DamagedPacks), chunk.ID.Compare)
+	if !opts.DryRun {
+		// The cache may fail to take unreadable index files: it still
+		// holds the others, which is all the Saver needs.
+		if _, err := r.LoadIndex(ctx); err != nil && ctx.Err() != nil {
+			return res, err
+		}
+	}
+	if len(damaged) > 0 {
+		var s *Saver
+		if !opts.DryRun {
+			s = r.NewSaver(ctx)
+		}
+		for _, id := range damaged {
+			n := 0
+			for k, pb := range d.salvage {
+				if pb.Pack != id {
+					continue
+				}
+				n++
+				if s == nil {
+					continue
+				}
+				plain, err := r.LoadBlobAt(ctx, pb, nil)
+				if err != nil {
+					// Verified by Scan a moment ago: the pack changed
+					// under us; leave the blob lost.
+					report(fmt.Sprintf("warning: blob %s of pack %s no longer readable: %v", k.id.Short(), id.Short(), err))
+					continue
+				}
+				if _, _, err := s.SaveBlobAgain(k.t, plain); err != nil {
+					s.Finish()
+					return res, err
+				}
+			}
+			res.BlobsSalvaged += n
+			act("salvage %d readable blobs of damaged pack %s (%s)", n, id.Short(), d.DamagedPacks[id])
+		}
+		if s != nil {
+			if _, err := s.Finish(); err != nil {
+				return res, fmt.Errorf("salvage: %w", err)
+			}
+		}
+	}
+
+	// 3. The new index: every intact pack, the old files superseded. The
+	// salvage's own index file is not among them and stays.
 	if d.NeedsIndexRewrite() || len(healthyUnindexed) > 0 {
 		f := &index.File{Supersedes: slices.Clone(d.IndexFiles)}
 		for id, sp := range d.indexed {
@@ -142,55 +186,14 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 			}
 		}
 	}
+
 	if !opts.DryRun {
 		if _, err := r.LoadIndex(ctx); err != nil {
 			return res, err
 		}
 	}
-
-	// 2. Salvage.
-	damaged := slices.SortedFunc(maps.Keys(d.DamagedPacks), chunk.ID.Compare)
+	// 4. Quarantine what was salvaged, now that no index names it.
 	if len(damaged) > 0 {
-		var s *Saver
-		if !opts.DryRun {
-			s = r.NewSaver(ctx)
-		}
-		for _, id := range damaged {
-			n := 0
-			for k, pb := range d.salvage {
-				if pb.Pack != id {
-					continue
-				}
-				n++
-				if s == nil {
-					continue
-				}
-				if ok, err := s.Known(k.t, k.id); err != nil {
-					s.Finish()
-					return res, err
-				} else if ok {
-					continue
-				}
-				plain, err := r.LoadBlobAt(ctx, pb, nil)
-				if err != nil {
-					// Verified by Scan a moment ago: the pack changed
-					// under us; leave the blob lost.
-					report(fmt.Sprintf("warning: blob %s of pack %s no longer readable: %v", k.id.Short(), id.Short(), err))
-					continue
-				}
-				if _, _, err := s.SaveBlob(k.t, plain); err != nil {
-					s.Finish()
-					return res, err
-				}
-			}
-			res.BlobsSalvaged += n
-			act("salvage %d readable blobs of damaged pack %s (%s)", n, id.Short(), d.DamagedPacks[id])
-		}
-		if s != nil {
-			if _, err := s.Finish(); err != nil {
-				return res, fmt.Errorf("salvage: %w", err)
-			}
-		}
 		for _, id := range damaged {
 			where := "move damaged pack %s to quarantine/"
 			if opts.NoQuarantine {
@@ -240,7 +243,7 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 		return res, nil
 	}
 
-	// 3. Heal.
+	// 5. Heal.
 	if !opts.SkipHeal {
 		from := opts.From
 		if from == nil {
@@ -288,7 +291,7 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 		return res, nil
 	}
 
-	// 4. Purge.
+	// 6. Purge.
 	err = r.purge(ctx, d, sns, broken, avail, opts, &res, act)
 	return res, err
 }
@@ -548,6 +551,9 @@ func (r *Repository) purge(ctx context.Context, d *Damage, sns []*Snapshot, brok
 	type rewrite struct {
 		old *Snapshot
 		new *Snapshot // nil: remove
+		// rewritten: the rewrite exists already (an interrupted run);
+		// only the old one is left to remove.
+		rewritten bool
 	}
 	var plan []rewrite
 	for _, sn := range sns {
@@ -571,12 +577,22 @@ func (r *Repository) purge(ctx context.Context, d *Damage, sns []*Snapshot, brok
 			plan = append(plan, rewrite{old: sn})
 			continue
 		}
-		nsn := *sn
-		nsn.Tree = *root
 		orig := sn.ID
 		if sn.Original != nil {
 			orig = *sn.Original // repaired twice: keep the first original
 		}
+		// A run interrupted after saving the rewrite but before removing
+		// the original left the rewrite behind; sealed snapshots get a new
+		// id each time, so look for it by content rather than save another.
+		if slices.ContainsFunc(sns, func(o *Snapshot) bool {
+			return o.ID != sn.ID && o.Original != nil && *o.Original == orig && o.Tree == *root
+		}) {
+			act("remove snapshot %s: its rewrite exists already", sn.ID.Short())
+			plan = append(plan, rewrite{old: sn, rewritten: true})
+			continue
+		}
+		nsn := *sn
+		nsn.Tree = *root
 		nsn.Original = &orig
 		if !slices.Contains(nsn.Tags, "repaired") {
 			nsn.Tags = append(slices.Clone(nsn.Tags), "repaired")
@@ -602,7 +618,7 @@ func (r *Repository) purge(ctx context.Context, d *Damage, sns []*Snapshot, brok
 		}
 	}
 	for _, p := range plan {
-		if p.new == nil {
+		if p.new == nil && !p.rewritten {
 			res.SnapshotsRemoved++
 		} else {
 			res.SnapshotsRewritten++
@@ -611,8 +627,8 @@ func (r *Repository) purge(ctx context.Context, d *Damage, sns []*Snapshot, brok
 			continue
 		}
 		// The new snapshot before the removal of the old: a crash in
-		// between leaves both, and a re-run rewrites the old one into the
-		// identical new one (same content, same id) and removes it.
+		// between leaves both, and a re-run finds the rewrite (same
+		// original, same tree) and only removes the old one.
 		if p.new != nil {
 			if err := r.SaveSnapshot(ctx, p.new); err != nil {
 				return err

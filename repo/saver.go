@@ -160,6 +160,23 @@ func (s *Saver) SaveBlob(t index.BlobType, data []byte) (chunk.ID, bool, error) 
 	return id, true, s.add(t, id, len(data), stored, comp)
 }
 
+// SaveBlobAgain stores data as a blob of type t even when the index lists
+// it already: repair salvages blobs whose listed copy is in a damaged pack.
+// Only a blob this Saver stores already is not stored twice.
+func (s *Saver) SaveBlobAgain(t index.BlobType, data []byte) (chunk.ID, bool, error) {
+	id := s.r.hasher.Sum(data)
+	k := blobKey{t, id}
+	s.mu.Lock()
+	if _, ok := s.reserved[k]; ok {
+		s.mu.Unlock()
+		return id, false, nil
+	}
+	s.reserved[k] = struct{}{}
+	s.mu.Unlock()
+	stored, comp := s.r.codec.Encode(nil, data)
+	return id, true, s.add(t, id, len(data), stored, comp)
+}
+
 // StoreAsync queues a reserved blob for encoding on a worker; release is
 // called once data is no longer needed. It blocks while the workers are
 // busy, which is what bounds memory.

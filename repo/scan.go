@@ -41,6 +41,10 @@ type Damage struct {
 	good      map[blobKey]index.PackedBlob
 	salvage   map[blobKey]index.PackedBlob
 	unindexed map[blobKey]index.PackedBlob
+	// intactUnindexed holds the header of every intact unindexed pack,
+	// whole (a blob may be in several packs; an index entry must list
+	// them all).
+	intactUnindexed map[chunk.ID][]index.Blob
 	// lost holds the index entries of blobs in missing packs and of blobs
 	// that failed verification, for their sizes.
 	lost map[blobKey]index.Blob
@@ -66,15 +70,16 @@ type ScanOptions struct {
 // can be recovered. It never writes.
 func (r *Repository) Scan(ctx context.Context, opts ScanOptions) (*Damage, error) {
 	d := &Damage{
-		BadIndex:     map[chunk.ID]error{},
-		Superseded:   map[chunk.ID]bool{},
-		indexed:      map[chunk.ID]*scanPack{},
-		present:      map[chunk.ID]int64{},
-		DamagedPacks: map[chunk.ID]string{},
-		good:         map[blobKey]index.PackedBlob{},
-		salvage:      map[blobKey]index.PackedBlob{},
-		unindexed:    map[blobKey]index.PackedBlob{},
-		lost:         map[blobKey]index.Blob{},
+		BadIndex:        map[chunk.ID]error{},
+		Superseded:      map[chunk.ID]bool{},
+		indexed:         map[chunk.ID]*scanPack{},
+		present:         map[chunk.ID]int64{},
+		DamagedPacks:    map[chunk.ID]string{},
+		good:            map[blobKey]index.PackedBlob{},
+		salvage:         map[blobKey]index.PackedBlob{},
+		unindexed:       map[blobKey]index.PackedBlob{},
+		intactUnindexed: map[chunk.ID][]index.Blob{},
+		lost:            map[blobKey]index.Blob{},
 	}
 	if err := r.listIDs(ctx, backend.IndexFile, func(id chunk.ID) error {
 		d.IndexFiles = append(d.IndexFiles, id)
@@ -245,6 +250,7 @@ func (d *Damage) readPack(ctx context.Context, r *Repository, id chunk.ID) error
 		return nil
 	case len(problems) == 0:
 		target = d.unindexed
+		d.intactUnindexed[id] = hdr
 	default:
 		d.DamagedPacks[id] = joinProblems(problems)
 	}
@@ -287,8 +293,13 @@ func (d *Damage) Recoverable(t index.BlobType, id chunk.ID) bool {
 // index file is unreadable or superseded, or describes a pack that is
 // missing or damaged.
 func (d *Damage) NeedsIndexRewrite() bool {
-	if len(d.BadIndex) > 0 || len(d.Superseded) > 0 || len(d.MissingPacks) > 0 {
+	if len(d.BadIndex) > 0 || len(d.MissingPacks) > 0 {
 		return true
+	}
+	for _, id := range d.IndexFiles {
+		if d.Superseded[id] {
+			return true // a leftover of an interrupted prune or repair
+		}
 	}
 	for id := range d.DamagedPacks {
 		if _, ok := d.indexed[id]; ok {

@@ -81,9 +81,10 @@ func newPurgeBrokenFilesCmd(g *globalOptions) *cobra.Command {
 		Long: `Rewrite every snapshot that references lost blobs without the files (and
 directories) they belong to: the new snapshot is tagged "repaired" and
 names the original, which is removed. A snapshot whose root tree is lost is
-removed. This is the last step of 'repo check --repair' on its own: that
-command first re-indexes, salvages and heals from the source, which may
-save files this one would purge.
+removed. This is 'repo check --repair' without healing from the source:
+it still re-indexes and salvages first (a purge against an index that names
+missing packs would not leave a repository check accepts), but it never
+reads your files, so files that healing could save are purged.
 
 Examples:
   repo list-broken-files
