@@ -140,8 +140,14 @@ func runListBrokenFiles(ctx context.Context, g *globalOptions, readData bool, re
 		return err
 	}
 	var sns []*repo.Snapshot
+	unreadable := 0
 	if len(refs) == 0 {
-		if sns, err = r.Snapshots(ctx, func(id chunk.ID, err error) { g.warn("snapshots/"+id.String(), err) }); err != nil {
+		// An unreadable snapshot loses everything in it: it counts as
+		// broken (check --repair moves it to quarantine/).
+		if sns, err = r.Snapshots(ctx, func(id chunk.ID, err error) {
+			unreadable++
+			g.warn("snapshots/"+id.String(), err)
+		}); err != nil {
 			return err
 		}
 	} else {
@@ -175,8 +181,13 @@ func runListBrokenFiles(ctx context.Context, g *globalOptions, readData bool, re
 	} else if !g.quiet {
 		fmt.Fprintf(g.out, "%d broken files in %d snapshots, %s lost\n", n, len(sns), formatBytes(lost))
 	}
-	if n > 0 {
+	switch {
+	case n > 0 && unreadable > 0:
+		return fmt.Errorf("%d broken files and %d unreadable snapshots (repair with 'repo check --repair')", n, unreadable)
+	case n > 0:
 		return fmt.Errorf("%d broken files (repair with 'repo check --repair')", n)
+	case unreadable > 0:
+		return fmt.Errorf("%d snapshots could not be read (repair with 'repo check --repair')", unreadable)
 	}
 	return nil
 }
