@@ -10,14 +10,18 @@ import (
 
 	"repo/backend"
 	"repo/backend/local"
+	"repo/backend/s3"
+	"repo/backend/sftp"
 )
 
 // Location is a parsed repository location.
 type Location struct {
-	// Scheme names the backend: "local" for now.
+	// Scheme names the backend: "local", "s3" or "sftp".
 	Scheme string
 	// Path is the scheme-specific rest; for "local", a directory with a
-	// leading "~" already expanded.
+	// leading "~" already expanded; for "s3", the canonical form of
+	// s3.ParseLocation (s3.Options.String); for "sftp", the canonical
+	// form of sftp.ParseLocation without the "sftp:" prefix.
 	Path string
 }
 
@@ -45,8 +49,18 @@ func Parse(s string) (Location, error) {
 			return Location{}, fmt.Errorf("parse repository %q: empty path", s)
 		}
 		return parseLocal(rest)
-	case "sftp", "s3":
-		return Location{}, fmt.Errorf("parse repository %q: backend %s not supported yet", s, scheme)
+	case "s3":
+		opts, err := s3.ParseLocation(rest)
+		if err != nil {
+			return Location{}, fmt.Errorf("parse repository %q: %w", s, err)
+		}
+		return Location{Scheme: "s3", Path: opts.String()}, nil
+	case "sftp":
+		l, err := sftp.ParseLocation(s)
+		if err != nil {
+			return Location{}, err // names the location, without a password
+		}
+		return Location{Scheme: "sftp", Path: strings.TrimPrefix(l.String(), "sftp:")}, nil
 	}
 	if !isWord(scheme) {
 		// Not shaped like a scheme: a path holding ':' ("x/y:z", "a1:b").
@@ -84,22 +98,63 @@ func parseLocal(p string) (Location, error) {
 }
 
 // Open opens the backend of an existing repository location. A location
-// that does not exist gives an error wrapping backend.ErrNotExist.
+// that does not exist gives an error wrapping backend.ErrNotExist; for s3
+// that is a missing bucket or config (see s3.Open).
 func Open(ctx context.Context, loc Location) (backend.Backend, error) {
 	switch loc.Scheme {
 	case "local":
 		return local.Open(loc.Path)
+	case "s3":
+		opts, err := s3.ParseLocation(loc.Path)
+		if err != nil {
+			return nil, backend.Permanent(fmt.Errorf("open repository %v: %w", loc, err))
+		}
+		be, err := s3.Open(ctx, opts)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return be, nil
+	case "sftp":
+		l, err := sftp.ParseLocation(loc.String())
+		if err != nil {
+			return nil, backend.Permanent(fmt.Errorf("open repository %v: %w", loc, err))
+		}
+		be, err := sftp.Open(ctx, l, sftp.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return be, nil
 	}
 	return nil, unknownScheme("open", loc)
 }
 
-// Create makes the location's storage (e.g. the directory layout) and opens
-// it. It does not check whether a repository is there already; the
+// Create makes the location's storage (e.g. the directory layout, or the
+// bucket) and opens it. It does not check whether a repository is there already; the
 // repository layer does, by looking for its config.
 func Create(ctx context.Context, loc Location) (backend.Backend, error) {
 	switch loc.Scheme {
 	case "local":
 		return local.Create(loc.Path)
+	case "s3":
+		opts, err := s3.ParseLocation(loc.Path)
+		if err != nil {
+			return nil, backend.Permanent(fmt.Errorf("create repository %v: %w", loc, err))
+		}
+		be, err := s3.Create(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return be, nil
+	case "sftp":
+		l, err := sftp.ParseLocation(loc.String())
+		if err != nil {
+			return nil, backend.Permanent(fmt.Errorf("create repository %v: %w", loc, err))
+		}
+		be, err := sftp.Create(ctx, l, sftp.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return be, nil
 	}
 	return nil, unknownScheme("create", loc)
 }

@@ -40,8 +40,23 @@ func TestParse(t *testing.T) {
 		{"local:~/r", Location{"local", filepath.Join(home, "r")}, ""},
 		{"", Location{}, "no repository given (use -r or REPO_REPOSITORY)"},
 		{"local:", Location{}, "empty path"},
-		{"sftp:user@host:/srv/repo", Location{}, "backend sftp not supported yet"},
-		{"s3:bucket/prefix", Location{}, "backend s3 not supported yet"},
+		{"sftp:user@host:/srv/repo", Location{"sftp", "user@host:/srv/repo"}, ""},
+		{"sftp:host:2222:repo/", Location{"sftp", "host:2222:repo"}, ""},
+		{"sftp://user@host:2222/srv/repo", Location{"sftp", "user@host:2222:/srv/repo"}, ""},
+		{"sftp://host/~/repo", Location{"sftp", "host:repo"}, ""},
+		{"sftp:[::1]:/r", Location{"sftp", "[::1]:/r"}, ""},
+		{"sftp:host", Location{}, "no ':' between host and path"},
+		{"sftp:host:", Location{}, "empty path"},
+		{"sftp://user:secret@host/r", Location{}, "passwords are not supported"},
+		{"s3:bucket/prefix", Location{"s3", "bucket/prefix"}, ""},
+		{"s3:bucket/", Location{"s3", "bucket"}, ""},
+		{"s3:https://s3.example.com:9000/bucket/a/b/", Location{"s3", "https://s3.example.com:9000/bucket/a/b"}, ""},
+		{"s3:http://127.0.0.1:4568/bucket", Location{"s3", "http://127.0.0.1:4568/bucket"}, ""},
+		{"s3:", Location{}, "no bucket"},
+		{"s3:https://host", Location{}, "no bucket"},
+		{"s3:https://id:secret@host/bucket", Location{}, "credentials do not belong"},
+		{"s3:s3.amazonaws.com/bucket", Location{}, "looks like a host"},
+		{"s3:ftp://host/bucket", Location{}, "only https:// and http://"},
 		{"foo:bar", Location{}, `unknown backend "foo"`},
 		{"lcoal:/srv/repo", Location{}, `unknown backend "lcoal"`},
 		{"Local:/srv/repo", Location{}, `unknown backend "Local"`},
@@ -61,7 +76,7 @@ func TestParse(t *testing.T) {
 }
 
 func TestString(t *testing.T) {
-	for _, s := range []string{"local:/srv/repo", "local:/tmp/a:b", "local:repo"} {
+	for _, s := range []string{"local:/srv/repo", "local:/tmp/a:b", "local:repo", "s3:bucket", "s3:bucket/a/b", "s3:https://host:9000/bucket/p", "s3:http://host/bucket", "sftp:host:/srv/repo", "sftp:u@host:2222:repo"} {
 		loc, err := Parse(s)
 		if err != nil {
 			t.Fatal(err)
