@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"repo/backend"
@@ -23,6 +24,9 @@ type Location struct {
 	// s3.ParseLocation (s3.Options.String); for "sftp", the canonical
 	// form of sftp.ParseLocation without the "sftp:" prefix.
 	Path string
+	// Options are the backend's extended options (-o key=value), e.g.
+	// sftp.command or s3.storage-class; see ValidOptions.
+	Options map[string]string
 }
 
 // String returns the location in the form Parse accepts, e.g.
@@ -103,11 +107,17 @@ func parseLocal(p string) (Location, error) {
 func Open(ctx context.Context, loc Location) (backend.Backend, error) {
 	switch loc.Scheme {
 	case "local":
+		if err := checkOptions(loc.Options, "local."); err != nil {
+			return nil, err
+		}
 		return local.Open(loc.Path)
 	case "s3":
 		opts, err := s3.ParseLocation(loc.Path)
 		if err != nil {
 			return nil, backend.Permanent(fmt.Errorf("open repository %v: %w", loc, err))
+		}
+		if err := applyS3(&opts, loc.Options); err != nil {
+			return nil, err
 		}
 		be, err := s3.Open(ctx, opts)
 		if err != nil {
@@ -119,7 +129,11 @@ func Open(ctx context.Context, loc Location) (backend.Backend, error) {
 		if err != nil {
 			return nil, backend.Permanent(fmt.Errorf("open repository %v: %w", loc, err))
 		}
-		be, err := sftp.Open(ctx, l, sftp.Options{})
+		so, err := sftpOptions(loc.Options)
+		if err != nil {
+			return nil, err
+		}
+		be, err := sftp.Open(ctx, l, so)
 		if err != nil {
 			return nil, err
 		}
@@ -134,11 +148,17 @@ func Open(ctx context.Context, loc Location) (backend.Backend, error) {
 func Create(ctx context.Context, loc Location) (backend.Backend, error) {
 	switch loc.Scheme {
 	case "local":
+		if err := checkOptions(loc.Options, "local."); err != nil {
+			return nil, err
+		}
 		return local.Create(loc.Path)
 	case "s3":
 		opts, err := s3.ParseLocation(loc.Path)
 		if err != nil {
 			return nil, backend.Permanent(fmt.Errorf("create repository %v: %w", loc, err))
+		}
+		if err := applyS3(&opts, loc.Options); err != nil {
+			return nil, err
 		}
 		be, err := s3.Create(ctx, opts)
 		if err != nil {
@@ -150,7 +170,11 @@ func Create(ctx context.Context, loc Location) (backend.Backend, error) {
 		if err != nil {
 			return nil, backend.Permanent(fmt.Errorf("create repository %v: %w", loc, err))
 		}
-		be, err := sftp.Create(ctx, l, sftp.Options{})
+		so, err := sftpOptions(loc.Options)
+		if err != nil {
+			return nil, err
+		}
+		be, err := sftp.Create(ctx, l, so)
 		if err != nil {
 			return nil, err
 		}
@@ -161,4 +185,83 @@ func Create(ctx context.Context, loc Location) (backend.Backend, error) {
 
 func unknownScheme(op string, loc Location) error {
 	return backend.Permanent(fmt.Errorf("%s repository %v: unknown backend %q", op, loc, loc.Scheme))
+}
+
+// ValidOptions lists the extended options each backend takes, with what
+// they set.
+var ValidOptions = map[string]string{
+	"sftp.command":     "run this command instead of ssh; its stdin and stdout speak SFTP",
+	"sftp.known-hosts": "known_hosts file to check the server's key against",
+	"sftp.identity":    "private key file to log in with (instead of the agent and ~/.ssh/id_*)",
+	"sftp.fingerprint": "accept the server key with this SHA256:... fingerprint",
+	"sftp.connections": "number of SFTP sessions (default 4)",
+	"s3.path-style":    "true: address the bucket in the path, not the host name",
+	"s3.storage-class": "storage class of new objects (e.g. STANDARD_IA)",
+	"s3.region":        "region of the bucket",
+	"s3.connections":   "number of concurrent requests (default 5)",
+}
+
+// checkOptions refuses options of another backend and unknown ones.
+func checkOptions(opts map[string]string, prefix string) error {
+	for k := range opts {
+		if _, ok := ValidOptions[k]; !ok {
+			return backend.Permanent(fmt.Errorf("unknown option %q", k))
+		}
+		if !strings.HasPrefix(k, prefix) {
+			return backend.Permanent(fmt.Errorf("option %q does not apply to this repository's backend", k))
+		}
+	}
+	return nil
+}
+
+func intOption(opts map[string]string, k string) (int, error) {
+	v, ok := opts[k]
+	if !ok {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, backend.Permanent(fmt.Errorf("option %s=%q: want a positive number", k, v))
+	}
+	return n, nil
+}
+
+func sftpOptions(opts map[string]string) (sftp.Options, error) {
+	var o sftp.Options
+	if err := checkOptions(opts, "sftp."); err != nil {
+		return o, err
+	}
+	o.Command = opts["sftp.command"]
+	o.KnownHostsFile = opts["sftp.known-hosts"]
+	if v := opts["sftp.identity"]; v != "" {
+		o.IdentityFiles = []string{v}
+	}
+	o.HostKeyFingerprint = opts["sftp.fingerprint"]
+	var err error
+	o.Connections, err = intOption(opts, "sftp.connections")
+	return o, err
+}
+
+func applyS3(o *s3.Options, opts map[string]string) error {
+	if err := checkOptions(opts, "s3."); err != nil {
+		return err
+	}
+	if v, ok := opts["s3.path-style"]; ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return backend.Permanent(fmt.Errorf("option s3.path-style=%q: want true or false", v))
+		}
+		o.PathStyle = b
+	}
+	if v, ok := opts["s3.storage-class"]; ok {
+		o.StorageClass = v
+	}
+	if v, ok := opts["s3.region"]; ok {
+		o.Region = v
+	}
+	n, err := intOption(opts, "s3.connections")
+	if n > 0 {
+		o.Connections = n
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"repo/backend/s3"
 	"strings"
 	"testing"
 
@@ -21,37 +22,37 @@ func TestParse(t *testing.T) {
 		want    Location
 		wantErr string // a part of the error message; "" for success
 	}{
-		{"/srv/repo", Location{"local", "/srv/repo"}, ""},
-		{"/tmp/a:b", Location{"local", "/tmp/a:b"}, ""},
-		{"./x:y", Location{"local", "./x:y"}, ""},
-		{"../repo", Location{"local", "../repo"}, ""},
-		{".", Location{"local", "."}, ""},
-		{"repo", Location{"local", "repo"}, ""},
-		{"x/y:z", Location{"local", "x/y:z"}, ""},
-		{"a1:b", Location{"local", "a1:b"}, ""},
-		{"my-repo:2024", Location{"local", "my-repo:2024"}, ""},
-		{":x", Location{"local", ":x"}, ""},
-		{"~", Location{"local", home}, ""},
-		{"~/backups/repo", Location{"local", filepath.Join(home, "backups/repo")}, ""},
-		{"~other/repo", Location{"local", "~other/repo"}, ""},
-		{"local:/srv/repo", Location{"local", "/srv/repo"}, ""},
-		{"local:relative", Location{"local", "relative"}, ""},
-		{"local:foo:bar", Location{"local", "foo:bar"}, ""},
-		{"local:~/r", Location{"local", filepath.Join(home, "r")}, ""},
+		{"/srv/repo", Location{Scheme: "local", Path: "/srv/repo"}, ""},
+		{"/tmp/a:b", Location{Scheme: "local", Path: "/tmp/a:b"}, ""},
+		{"./x:y", Location{Scheme: "local", Path: "./x:y"}, ""},
+		{"../repo", Location{Scheme: "local", Path: "../repo"}, ""},
+		{".", Location{Scheme: "local", Path: "."}, ""},
+		{"repo", Location{Scheme: "local", Path: "repo"}, ""},
+		{"x/y:z", Location{Scheme: "local", Path: "x/y:z"}, ""},
+		{"a1:b", Location{Scheme: "local", Path: "a1:b"}, ""},
+		{"my-repo:2024", Location{Scheme: "local", Path: "my-repo:2024"}, ""},
+		{":x", Location{Scheme: "local", Path: ":x"}, ""},
+		{"~", Location{Scheme: "local", Path: home}, ""},
+		{"~/backups/repo", Location{Scheme: "local", Path: filepath.Join(home, "backups/repo")}, ""},
+		{"~other/repo", Location{Scheme: "local", Path: "~other/repo"}, ""},
+		{"local:/srv/repo", Location{Scheme: "local", Path: "/srv/repo"}, ""},
+		{"local:relative", Location{Scheme: "local", Path: "relative"}, ""},
+		{"local:foo:bar", Location{Scheme: "local", Path: "foo:bar"}, ""},
+		{"local:~/r", Location{Scheme: "local", Path: filepath.Join(home, "r")}, ""},
 		{"", Location{}, "no repository given (use -r or REPO_REPOSITORY)"},
 		{"local:", Location{}, "empty path"},
-		{"sftp:user@host:/srv/repo", Location{"sftp", "user@host:/srv/repo"}, ""},
-		{"sftp:host:2222:repo/", Location{"sftp", "host:2222:repo"}, ""},
-		{"sftp://user@host:2222/srv/repo", Location{"sftp", "user@host:2222:/srv/repo"}, ""},
-		{"sftp://host/~/repo", Location{"sftp", "host:repo"}, ""},
-		{"sftp:[::1]:/r", Location{"sftp", "[::1]:/r"}, ""},
+		{"sftp:user@host:/srv/repo", Location{Scheme: "sftp", Path: "user@host:/srv/repo"}, ""},
+		{"sftp:host:2222:repo/", Location{Scheme: "sftp", Path: "host:2222:repo"}, ""},
+		{"sftp://user@host:2222/srv/repo", Location{Scheme: "sftp", Path: "user@host:2222:/srv/repo"}, ""},
+		{"sftp://host/~/repo", Location{Scheme: "sftp", Path: "host:repo"}, ""},
+		{"sftp:[::1]:/r", Location{Scheme: "sftp", Path: "[::1]:/r"}, ""},
 		{"sftp:host", Location{}, "no ':' between host and path"},
 		{"sftp:host:", Location{}, "empty path"},
 		{"sftp://user:secret@host/r", Location{}, "passwords are not supported"},
-		{"s3:bucket/prefix", Location{"s3", "bucket/prefix"}, ""},
-		{"s3:bucket/", Location{"s3", "bucket"}, ""},
-		{"s3:https://s3.example.com:9000/bucket/a/b/", Location{"s3", "https://s3.example.com:9000/bucket/a/b"}, ""},
-		{"s3:http://127.0.0.1:4568/bucket", Location{"s3", "http://127.0.0.1:4568/bucket"}, ""},
+		{"s3:bucket/prefix", Location{Scheme: "s3", Path: "bucket/prefix"}, ""},
+		{"s3:bucket/", Location{Scheme: "s3", Path: "bucket"}, ""},
+		{"s3:https://s3.example.com:9000/bucket/a/b/", Location{Scheme: "s3", Path: "https://s3.example.com:9000/bucket/a/b"}, ""},
+		{"s3:http://127.0.0.1:4568/bucket", Location{Scheme: "s3", Path: "http://127.0.0.1:4568/bucket"}, ""},
 		{"s3:", Location{}, "no bucket"},
 		{"s3:https://host", Location{}, "no bucket"},
 		{"s3:https://id:secret@host/bucket", Location{}, "credentials do not belong"},
@@ -69,7 +70,7 @@ func TestParse(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got != tt.want {
+		if err != nil || got.Scheme != tt.want.Scheme || got.Path != tt.want.Path {
 			t.Errorf("Parse(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
 		}
 	}
@@ -85,7 +86,7 @@ func TestString(t *testing.T) {
 			t.Errorf("Parse(%q).String() = %q", s, loc.String())
 		}
 		again, err := Parse(loc.String())
-		if err != nil || again != loc {
+		if err != nil || again.String() != loc.String() {
 			t.Errorf("Parse(%q) = %+v, %v; want %+v", loc.String(), again, err, loc)
 		}
 	}
@@ -124,5 +125,28 @@ func TestOpenCreate(t *testing.T) {
 		if _, err := fn(ctx, Location{Scheme: "foo", Path: "x"}); err == nil || !strings.Contains(err.Error(), "unknown backend") {
 			t.Errorf("scheme foo: got %v, want unknown backend", err)
 		}
+	}
+}
+
+func TestExtendedOptions(t *testing.T) {
+	o, err := sftpOptions(map[string]string{"sftp.command": "ssh -s host sftp", "sftp.connections": "2", "sftp.identity": "/k"})
+	if err != nil || o.Command != "ssh -s host sftp" || o.Connections != 2 || len(o.IdentityFiles) != 1 {
+		t.Fatalf("sftp options: %+v, %v", o, err)
+	}
+	for _, bad := range []map[string]string{
+		{"sftp.nope": "x"},
+		{"s3.path-style": "true"},
+		{"sftp.connections": "0"},
+	} {
+		if _, err := sftpOptions(bad); err == nil {
+			t.Errorf("sftp options %v accepted", bad)
+		}
+	}
+	var so s3.Options
+	if err := applyS3(&so, map[string]string{"s3.path-style": "true", "s3.storage-class": "STANDARD_IA"}); err != nil || !so.PathStyle || so.StorageClass != "STANDARD_IA" {
+		t.Fatalf("s3 options: %+v, %v", so, err)
+	}
+	if err := applyS3(&so, map[string]string{"s3.path-style": "maybe"}); err == nil {
+		t.Error("s3.path-style=maybe accepted")
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +18,8 @@ import (
 
 	"repo/backend"
 	"repo/backend/location"
+	"repo/backend/retry"
+	"repo/backend/wrap"
 	"repo/repo"
 )
 
@@ -35,6 +40,15 @@ type globalOptions struct {
 	json         bool
 	quiet        bool
 	retryLock    time.Duration
+	// backendOptions are -o KEY=VALUE settings of the backend.
+	backendOptions []string
+	// limitUpload and limitDownload are in KiB/s; zero means no limit.
+	limitUpload   int
+	limitDownload int
+
+	// errMu serialises the retry reports, which come from concurrent
+	// backend calls.
+	errMu sync.Mutex
 
 	// cmd is the command being run (set before it runs); its "lock"
 	// annotation says which lock openRepository takes.
@@ -112,7 +126,10 @@ password.`,
 	f.BoolVar(&g.noCache, "no-cache", false, "use a temporary cache, removed on exit")
 	f.BoolVar(&g.json, "json", false, "print JSON, one object per line")
 	f.BoolVarP(&g.quiet, "quiet", "q", false, "print only errors and the result")
+	f.StringArrayVarP(&g.backendOptions, "option", "o", nil, "backend option `KEY=VALUE` (repeatable): sftp.command, sftp.known-hosts, sftp.identity, sftp.fingerprint, sftp.connections, s3.path-style, s3.storage-class, s3.region, s3.connections")
 	f.DurationVar(&g.retryLock, "retry-lock", 0, "when the repository is locked, keep trying for `duration` (e.g. 10m) instead of failing at once")
+	f.IntVar(&g.limitUpload, "limit-upload", 0, "limit uploads to `KiB/s` (0: no limit)")
+	f.IntVar(&g.limitDownload, "limit-download", 0, "limit downloads to `KiB/s` (0: no limit)")
 	root.AddCommand(
 		newInitCmd(g),
 		newBackupCmd(g),
@@ -148,23 +165,70 @@ func argsRange(min, max int) cobra.PositionalArgs {
 	}
 }
 
-// backend opens (or, with create, creates) the storage at -r.
+// backend opens (or, with create, creates) the storage at -r, wrapped as
+// wrapOptions says.
 func (g *globalOptions) backend(ctx context.Context, create bool) (backend.Backend, error) {
 	if g.repo == "" {
 		return nil, usageError("no repository given: use -r/--repo or set REPO_REPOSITORY")
+	}
+	if g.limitUpload < 0 || g.limitDownload < 0 {
+		return nil, usageError("--limit-upload and --limit-download take a rate in KiB/s, 0 or more")
 	}
 	loc, err := location.Parse(g.repo)
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
+	for _, kv := range g.backendOptions {
+		k, v, ok := strings.Cut(kv, "=")
+		if _, known := location.ValidOptions[k]; !ok || !known {
+			return nil, usageError("-o %q: want KEY=VALUE with KEY one of %s", kv, strings.Join(slices.Sorted(maps.Keys(location.ValidOptions)), ", "))
+		}
+		if loc.Options == nil {
+			loc.Options = map[string]string{}
+		}
+		loc.Options[k] = v
+	}
+	var be backend.Backend
 	if create {
-		return location.Create(ctx, loc)
+		be, err = location.Create(ctx, loc)
+	} else {
+		be, err = location.Open(ctx, loc)
+		if errors.Is(err, backend.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", g.repo, repo.ErrNoRepository)
+		}
 	}
-	be, err := location.Open(ctx, loc)
-	if errors.Is(err, backend.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", g.repo, repo.ErrNoRepository)
+	if err != nil {
+		return nil, err
 	}
-	return be, err
+	return wrap.Wrap(be, g.wrapOptions(loc, be)), nil
+}
+
+// wrapOptions decides the backend's wrappers: the rate limits when asked
+// for, and for remote backends, whose connections break and heal, retries
+// and a connection limit. A local repository stays unwrapped unless limits
+// are set: its errors do not heal by waiting.
+func (g *globalOptions) wrapOptions(loc location.Location, be backend.Backend) wrap.Options {
+	o := wrap.Options{Upload: g.limitUpload * 1024, Download: g.limitDownload * 1024}
+	if loc.Scheme != "local" {
+		o.Retry = &retry.Options{OnRetry: g.reportRetry}
+		o.Connections = be.Properties().Connections
+	}
+	return o
+}
+
+// reportRetry prints that a backend call failed and is retried, unless
+// --quiet.
+func (g *globalOptions) reportRetry(op string, h backend.Handle, err error, wait time.Duration) {
+	if g.quiet {
+		return
+	}
+	obj := h.String()
+	if h.Name == "" {
+		obj = h.Type.String() // a listing
+	}
+	g.errMu.Lock()
+	defer g.errMu.Unlock()
+	fmt.Fprintf(g.err, "retrying %s %s in %v: %v\n", op, obj, wait.Round(time.Millisecond), err)
 }
 
 // password returns the repository password from, in order, REPO_PASSWORD,
