@@ -4,12 +4,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"repo/repo"
+	"repo/repo/crypto"
 )
 
 type initOptions struct {
 	insecureNoPassword bool
 	compression        string
 	packSizeMiB        int
+	kdfMemoryMiB       int
+	kdfTime            int
 }
 
 func newInitCmd(g *globalOptions) *cobra.Command {
@@ -26,6 +29,12 @@ Examples:
   repo init -r /srv/backup
   REPO_PASSWORD_FILE=~/.repo-pw repo init -r /mnt/usb/repo
   repo init -r ./test-repo --insecure-no-password
+  repo init -r /srv/backup --kdf-memory 256 --kdf-time 4   # a costlier key
+
+The password is stretched with argon2id (default 64 MiB and 3 passes,
+about 0.2 s here); --kdf-memory and --kdf-time change that for this key,
+e.g. less memory for a small device, or more for more protection against
+guessing. Every command that opens the repository pays this cost once.
 
 Exit codes: 0 created, 1 error (including: a repository exists there), 2 usage.`,
 		Args: argsRange(0, 0),
@@ -34,6 +43,8 @@ Exit codes: 0 created, 1 error (including: a repository exists there), 2 usage.`
 	c.Flags().BoolVar(&o.insecureNoPassword, "insecure-no-password", false, "create an unencrypted repository (anyone with access to the storage can read it)")
 	c.Flags().StringVar(&o.compression, "compression", "auto", "default compression: auto (= fastest today), fastest, better (zstd default level), off")
 	c.Flags().IntVar(&o.packSizeMiB, "pack-size", 16, "target pack size in `MiB`")
+	c.Flags().IntVar(&o.kdfMemoryMiB, "kdf-memory", 64, "argon2id memory in `MiB` for the password (1 to 4096)")
+	c.Flags().IntVar(&o.kdfTime, "kdf-time", 3, "argon2id passes for the password (1 to 100)")
 	return withLock(c, lockNone)
 }
 
@@ -45,7 +56,11 @@ func runInit(c *cobra.Command, g *globalOptions, o initOptions) error {
 	if err := repo.ValidCompression(o.compression); err != nil {
 		return usageError("--compression: %v", err)
 	}
-	opts := repo.InitOptions{Insecure: o.insecureNoPassword, Compression: o.compression, PackSize: o.packSizeMiB << 20}
+	if o.kdfMemoryMiB < 1 || o.kdfMemoryMiB > 4096 || o.kdfTime < 1 || o.kdfTime > 100 {
+		return usageError("--kdf-memory must be 1 to 4096 MiB and --kdf-time 1 to 100")
+	}
+	opts := repo.InitOptions{Insecure: o.insecureNoPassword, Compression: o.compression, PackSize: o.packSizeMiB << 20,
+		KDF: crypto.KDFParams{Time: uint32(o.kdfTime), MemoryKiB: uint32(o.kdfMemoryMiB) << 10, Threads: crypto.DefaultKDF.Threads}}
 	if !o.insecureNoPassword {
 		pw, err := g.password("enter a password for the new repository: ", true)
 		if err != nil {
