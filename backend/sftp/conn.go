@@ -187,7 +187,15 @@ func (d *dialer) dialSSH(ctx context.Context) (*session, error) {
 		dead:          make(chan struct{}),
 	}
 	go func() {
-		_ = client.Wait()
+		// The session is dead when the SSH connection closes, or when
+		// only the server's sftp-server process died (its channel closed
+		// while the connection lives on): then the connection is closed
+		// too, so the pool opens a new one instead of reusing it forever.
+		select {
+		case <-waitChan(c):
+			client.Close()
+		case <-sshWait(client):
+		}
 		close(s.dead)
 	}()
 	go keepalive(client, s.dead, keepaliveInterval, keepaliveTimeout)
@@ -319,6 +327,16 @@ func (d *dialer) dialCommand(ctx context.Context) (*session, error) {
 		close(s.dead)
 	}()
 	return s, nil
+}
+
+// sshWait returns a channel closed when the SSH connection has shut down.
+func sshWait(client *ssh.Client) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		_ = client.Wait()
+		close(ch)
+	}()
+	return ch
 }
 
 // waitChan returns a channel closed when c's connection has shut down.

@@ -120,7 +120,7 @@ password.`,
 		return &codeError{exitUsage, fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	f := root.PersistentFlags()
-	f.StringVarP(&g.repo, "repo", "r", os.Getenv("REPO_REPOSITORY"), "repository `location` (env REPO_REPOSITORY): a path or local:PATH")
+	f.StringVarP(&g.repo, "repo", "r", os.Getenv("REPO_REPOSITORY"), "repository `location` (env REPO_REPOSITORY): a path, local:PATH, sftp:[user@]host[:port]:PATH or s3:https://host/bucket[/prefix] (see docs/backends.md)")
 	f.StringVar(&g.passwordFile, "password-file", os.Getenv("REPO_PASSWORD_FILE"), "read the password from `file` (env REPO_PASSWORD_FILE)")
 	f.StringVar(&g.cacheDir, "cache-dir", "", "local cache `directory` (default $XDG_CACHE_HOME/repo)")
 	f.BoolVar(&g.noCache, "no-cache", false, "use a temporary cache, removed on exit")
@@ -182,6 +182,9 @@ func (g *globalOptions) backend(ctx context.Context, create bool) (backend.Backe
 		k, v, ok := strings.Cut(kv, "=")
 		if _, known := location.ValidOptions[k]; !ok || !known {
 			return nil, usageError("-o %q: want KEY=VALUE with KEY one of %s", kv, strings.Join(slices.Sorted(maps.Keys(location.ValidOptions)), ", "))
+		}
+		if !strings.HasPrefix(k, loc.Scheme+".") {
+			return nil, usageError("-o %s: not an option of the %s backend", k, loc.Scheme)
 		}
 		if loc.Options == nil {
 			loc.Options = map[string]string{}
