@@ -562,7 +562,10 @@ func (l *Lock) refresh(ctx context.Context) error {
 }
 
 // Unlock stops refreshing and removes the lock. It uses its own context so
-// that it works after the operation's context was cancelled (Ctrl-C).
+// that it works after the operation's context was cancelled (Ctrl-C),
+// bounded to 10 s: a lock it cannot remove (the server is gone) is stale
+// at once for commands on this host once the process exits, and after the
+// stale age for others.
 func (l *Lock) Unlock() error {
 	if l.stop == nil {
 		return nil
@@ -576,7 +579,7 @@ func (l *Lock) Unlock() error {
 	<-l.done
 	l.cancel(context.Canceled)
 	l.r.lock.CompareAndSwap(l, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	l.mu.Lock()
 	names := append([]string{l.name}, l.leftover...)

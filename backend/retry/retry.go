@@ -98,6 +98,11 @@ func (b *Backend) do(ctx context.Context, op string, h backend.Handle, try func(
 		if time.Since(start)+wait > b.opts.MaxElapsed {
 			return err
 		}
+		// A wait that would outlast the caller's deadline only turns the
+		// real error into "deadline exceeded": give up with the real one.
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return err
+		}
 		if b.opts.OnRetry != nil {
 			b.opts.OnRetry(op, h, err, wait)
 		}
