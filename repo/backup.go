@@ -143,6 +143,12 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 	if err != nil {
 		return nil, err
 	}
+	// Packs an interrupted backup on this host uploaded but did not index
+	// are indexed now, so their blobs are not uploaded again.
+	resumed, err := r.ResumeUploads(ctx)
+	if err != nil {
+		return nil, err
+	}
 	a := &archiver{
 		r:          r,
 		s:          r.NewSaver(ctx),
@@ -192,6 +198,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 	sn.Tree = *root.Subtree
 	sum := a.summary()
 	sum.BlobsAdded, sum.BytesAdded, sum.BytesStored, sum.PacksAdded = stats.Blobs, stats.RawBytes, stats.StoredBytes, stats.Packs
+	sum.PacksResumed = resumed.Packs
 	sum.End = now()
 	sn.Summary = &sum
 	if err := r.SaveSnapshot(ctx, sn); err != nil {

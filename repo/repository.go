@@ -43,6 +43,12 @@ type Repository struct {
 	// could not be used (cacheFallback says why).
 	tempCacheDir  string
 	cacheFallback error
+	// journalDir holds the upload journal (journal.go); "" with a
+	// temporary cache, which would not outlive the process anyway.
+	journalDir string
+	// journalRoot holds the journals of all processes on this host, one
+	// directory each (named PID-starttime).
+	journalRoot string
 
 	// lock is the lock this process holds, nil when none; writes that
 	// commit work check it first (checkLock).
@@ -337,6 +343,9 @@ func (r *Repository) openCache(cacheRoot string) error {
 		c, err := index.OpenCache(filepath.Join(cacheRoot, r.cfg.ID))
 		if err == nil {
 			r.cache = c
+			r.journalRoot = filepath.Join(cacheRoot, r.cfg.ID, "unindexed")
+			_, start := processStart(os.Getpid())
+			r.journalDir = filepath.Join(r.journalRoot, fmt.Sprintf("%d-%d", os.Getpid(), start))
 			return nil
 		}
 		r.cacheFallback = err
@@ -369,6 +378,9 @@ func (r *Repository) Close() error {
 	var err error
 	if r.cache != nil {
 		err = r.cache.Close()
+	}
+	if r.journalDir != "" {
+		_ = os.Remove(r.journalDir) // only when empty: all indexed
 	}
 	if r.tempCacheDir != "" {
 		os.RemoveAll(r.tempCacheDir)

@@ -325,6 +325,7 @@ func (s *Saver) upload(job packJob) error {
 	if err != nil && !errors.Is(err, backend.ErrExists) {
 		return fmt.Errorf("save pack %s: %w", id.Short(), err)
 	}
+	s.r.journalAdd(index.Pack{ID: id, Blobs: blobs})
 	s.r.pendingMu.Lock()
 	for _, b := range blobs {
 		s.r.pending[blobKey{b.Type, b.ID}] = index.PackedBlob{Blob: b, Pack: id}
@@ -361,6 +362,7 @@ func (s *Saver) writeIndex(packs []index.Pack) error {
 	if err := s.r.cache.Add(id, f); err != nil {
 		return fmt.Errorf("add index %s to cache: %w", id.Short(), err)
 	}
+	s.r.journalDone(packs)
 	s.mu.Lock()
 	s.stats.IndexFiles++
 	for _, p := range packs {

@@ -89,6 +89,9 @@ type Summary struct {
 	BytesAdded  int64 `json:"bytes_added"`
 	BytesStored int64 `json:"bytes_stored"`
 	PacksAdded  int   `json:"packs_added"`
+	// PacksResumed counts packs an interrupted earlier backup on this host
+	// had uploaded, indexed by this one instead of uploaded again.
+	PacksResumed int `json:"packs_resumed,omitempty"`
 	// Databases counts the database images saved.
 	Databases int `json:"databases,omitempty"`
 	// Errors counts entries that could not be read and were left out.

@@ -18,6 +18,7 @@ import (
 
 	"repo/backend"
 	"repo/backend/s3"
+	"repo/internal/testserver"
 )
 
 // s3rverVersion is the npm package the test installs; 3.7.1 is the last
@@ -86,7 +87,8 @@ func startS3rver(t *testing.T) (string, server) {
 	script := installS3rver(t)
 
 	dir := t.TempDir()
-	certFile, keyFile, pool := selfSignedCert(t, dir)
+	cert := testserver.SelfSignedCert(t, dir)
+	certFile, keyFile, pool := cert.CertFile, cert.KeyFile, cert.Pool
 	data := filepath.Join(dir, "data")
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"repo/backend"
+	"repo/internal/testserver"
 )
 
 // openErr opens a repository on srv with opts and returns the error.
@@ -46,7 +47,7 @@ func TestHostKeys(t *testing.T) {
 	srv := startServer(t)
 	dir := t.TempDir()
 	host := knownhosts.Normalize("127.0.0.1:" + srv.Port)
-	otherKey, _ := newKey(t)
+	otherKey, _ := testserver.NewKey(t)
 	changed := writeFile(t, filepath.Join(dir, "changed"), "# a comment\n"+knownhosts.Line([]string{host}, otherKey)+"\n")
 	empty := writeFile(t, filepath.Join(dir, "empty"), "")
 
@@ -111,7 +112,7 @@ func TestHostKeys(t *testing.T) {
 		{"fingerprint of an unknown host", withFingerprint(empty, srv.fingerprint()), nil},
 		{"fingerprint with padding and spaces", withFingerprint(empty, " "+srv.fingerprint()+"= "), nil},
 		{"fingerprint overrides a changed key", withFingerprint(changed, srv.fingerprint()), nil},
-		{"wrong fingerprint", withFingerprint(srv.KnownHosts, ssh.FingerprintSHA256(otherKey)), func(t *testing.T, e *HostKeyError) {
+		{"wrong fingerprint", withFingerprint(srv.KnownHostsFile, ssh.FingerprintSHA256(otherKey)), func(t *testing.T, e *HostKeyError) {
 			if e.Want != ssh.FingerprintSHA256(otherKey) || !strings.Contains(e.Error(), "not the expected") {
 				t.Errorf("got %+v, want a fingerprint mismatch", e)
 			}
@@ -152,7 +153,7 @@ func TestHostKeys(t *testing.T) {
 // negotiated first, not the one x/crypto prefers.
 func TestHostKeyAlgorithms(t *testing.T) {
 	dir := t.TempDir()
-	edKey, _ := newKey(t)
+	edKey, _ := testserver.NewKey(t)
 	file := writeFile(t, filepath.Join(dir, "known_hosts"),
 		knownhosts.Line([]string{"example.com"}, edKey)+"\n"+
 			"example.com ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDm8CkSLxrnJZy2qGEESoYvbuDN1VhFv0Di/3QAFgtv3Eeto8V2jeBwUB+3qrpQ8d+GLhKtn4/M2AeMuSdUO8gAnfjbyE6zJDj0aMIaNqTi3xhOVnUjpVrcs0R8nIqGWgpiNP5IetPYwzkk7CXT7ouyIT3SrL6xv3RYTx8GWpRL5Q==\n")
@@ -175,7 +176,7 @@ func TestHostKeyAlgorithms(t *testing.T) {
 
 func encryptedKey(t *testing.T, file string) {
 	t.Helper()
-	_, priv := newKey(t)
+	_, priv := testserver.NewKey(t)
 	block, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("secret"))
 	if err != nil {
 		t.Fatal(err)
@@ -218,17 +219,17 @@ func startAgent(t *testing.T, keys ...any) string {
 // so it must not run in parallel.
 func TestAuth(t *testing.T) {
 	srv := startServer(t)
-	_, otherKey := newKey(t)
+	_, otherKey := testserver.NewKey(t)
 	dir := t.TempDir()
 	otherFile := filepath.Join(dir, "other_key")
-	writeKey(t, otherFile, otherKey)
+	testserver.WriteKey(t, otherFile, otherKey)
 	encFile := filepath.Join(dir, "encrypted_key")
 	encryptedKey(t, encFile)
-	clientPEM, err := os.ReadFile(srv.Identity)
+	clientPEM, err := os.ReadFile(srv.IdentityFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	knownHosts, err := os.ReadFile(srv.KnownHosts)
+	knownHosts, err := os.ReadFile(srv.KnownHostsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,16 +251,16 @@ func TestAuth(t *testing.T) {
 		wantErr []string // parts of a permanent error; nil for success
 	}{
 		{name: "identity file", opts: srv.options()},
-		{name: "wrong identity file", opts: Options{KnownHostsFile: srv.KnownHosts, IdentityFiles: []string{otherFile}},
+		{name: "wrong identity file", opts: Options{KnownHostsFile: srv.KnownHostsFile, IdentityFiles: []string{otherFile}},
 			wantErr: []string{"log in to 127.0.0.1:" + srv.Port + " as root", "tried " + otherFile}},
-		{name: "missing identity file", opts: Options{KnownHostsFile: srv.KnownHosts, IdentityFiles: []string{filepath.Join(dir, "missing")}},
+		{name: "missing identity file", opts: Options{KnownHostsFile: srv.KnownHostsFile, IdentityFiles: []string{filepath.Join(dir, "missing")}},
 			wantErr: []string{"identity file " + filepath.Join(dir, "missing")}},
-		{name: "encrypted identity file", opts: Options{KnownHostsFile: srv.KnownHosts, IdentityFiles: []string{encFile}},
+		{name: "encrypted identity file", opts: Options{KnownHostsFile: srv.KnownHostsFile, IdentityFiles: []string{encFile}},
 			wantErr: []string{"identity file " + encFile, "encrypted"}},
 		{name: "identity files ignore the agent", agent: []any{srv.ClientKey},
-			opts:    Options{KnownHostsFile: srv.KnownHosts, IdentityFiles: []string{otherFile}},
+			opts:    Options{KnownHostsFile: srv.KnownHostsFile, IdentityFiles: []string{otherFile}},
 			wantErr: []string{"log in to"}},
-		{name: "agent", agent: []any{otherKey, srv.ClientKey}, opts: Options{KnownHostsFile: srv.KnownHosts}},
+		{name: "agent", agent: []any{otherKey, srv.ClientKey}, opts: Options{KnownHostsFile: srv.KnownHostsFile}},
 		{name: "default key and known_hosts", home: map[string]string{"id_ed25519": string(clientPEM), "known_hosts": string(knownHosts)}},
 		{name: "default rsa name", home: map[string]string{"id_rsa": string(clientPEM), "known_hosts": string(knownHosts)}},
 		{name: "agent unreachable, key file works", sock: filepath.Join(dir, "no-agent.sock"),

@@ -20,6 +20,7 @@ import (
 
 	"repo/backend"
 	"repo/backend/backendtest"
+	"repo/internal/testserver"
 )
 
 // create makes a repository in dir on srv and checks at the end of the
@@ -125,9 +126,9 @@ func TestWithoutHardLinks(t *testing.T) {
 // TestBackendCommand runs the suite over Options.Command, with OpenSSH's
 // sftp-server as the command: no network at all.
 func TestBackendCommand(t *testing.T) {
-	ensureSSHD(t) // the same package brings sftp-server
+	testserver.EnsureSSHD(t) // the same package brings sftp-server
 	if _, err := os.Stat(sftpServerPath); err != nil {
-		serverUnavailable(t, "%v", err)
+		testserver.Unavailable(t, "%v", err)
 	}
 	backendtest.Run(t, func(t *testing.T) backend.Backend {
 		dir := filepath.Join(t.TempDir(), "repo")
@@ -150,7 +151,7 @@ func TestCommandSSH(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "repo")
 	cmd := fmt.Sprintf("%s -F none -i %s -o IdentitiesOnly=yes -o BatchMode=yes -o 'UserKnownHostsFile=%s' -p %s root@127.0.0.1 -s sftp",
-		sshPath, srv.Identity, srv.KnownHosts, srv.Port)
+		sshPath, srv.IdentityFile, srv.KnownHostsFile, srv.Port)
 	opts := Options{Command: cmd, Connections: 2}
 	be := create(t, srv, dir, opts)
 	h := backend.Handle{Type: backend.KeyFile, Name: "k1"}
@@ -621,9 +622,9 @@ func TestServerKilled(t *testing.T) {
 // TestCommandKilled does the same with Options.Command: the command's
 // process dies under a Load.
 func TestCommandKilled(t *testing.T) {
-	ensureSSHD(t)
+	testserver.EnsureSSHD(t)
 	if _, err := os.Stat(sftpServerPath); err != nil {
-		serverUnavailable(t, "%v", err)
+		testserver.Unavailable(t, "%v", err)
 	}
 	dir := filepath.Join(t.TempDir(), "repo")
 	ctx := context.Background()
@@ -639,7 +640,7 @@ func TestCommandKilled(t *testing.T) {
 		if _, err := io.ReadFull(rd, make([]byte, 1024)); err != nil {
 			return err
 		}
-		for _, pid := range descendants(os.Getpid()) {
+		for _, pid := range testserver.Descendants(os.Getpid()) {
 			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "sftp-server" {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}

@@ -251,6 +251,9 @@ func printBackupSummary(g *globalOptions, sn *repo.Snapshot) {
 	fmt.Fprintf(g.out, "dirs:   %d new, %d changed, %d unmodified\n", s.DirsNew, s.DirsChanged, s.DirsUnmodified)
 	fmt.Fprintf(g.out, "read:   %d files, %s\n", s.FilesRead, formatBytes(s.BytesRead))
 	fmt.Fprintf(g.out, "added:  %s in %d blobs, %s stored in %d packs\n", formatBytes(s.BytesAdded), s.BlobsAdded, formatBytes(s.BytesStored), s.PacksAdded)
+	if s.PacksResumed > 0 {
+		fmt.Fprintf(g.out, "resumed: %d packs an interrupted backup had uploaded were indexed, not uploaded again\n", s.PacksResumed)
+	}
 	if s.Errors > 0 {
 		fmt.Fprintf(g.out, "errors: %d entries could not be read and are not in the snapshot\n", s.Errors)
 	}

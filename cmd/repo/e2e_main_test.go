@@ -250,6 +250,7 @@ type backupSummary struct {
 	BlobsAdded      int    `json:"blobs_added"`
 	BytesAdded      int64  `json:"bytes_added"`
 	BytesStored     int64  `json:"bytes_stored"`
+	PacksResumed    int    `json:"packs_resumed"`
 	PacksAdded      int    `json:"packs_added"`
 	Errors          int    `json:"errors"`
 }

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"repo/internal/gentree"
+	"repo/internal/testserver"
 )
 
 // remoteBackend names a kind of server and how to start one.
@@ -174,7 +175,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 			// the location is not used, so it need not resolve.
 			c := &remoteRepo{
 				t: t, srv: srv,
-				opts: []string{"-o", "sftp.command=" + sftpServerPath},
+				opts: []string{"-o", "sftp.command=" + testserver.SFTPServerPath},
 				env:  envWith(r.env, "REPO_REPOSITORY", "sftp:no-such-host.invalid:"+ssh.dirOf("roundtrip")),
 			}
 			writeFile(t, filepath.Join(src, "cmd.txt"), []byte("through sftp.command\n"), 0o644, gentree.Epoch.Add(3*time.Hour))
@@ -204,8 +205,9 @@ const (
 // backup, once a pack is stored: the backup must fail with an error that
 // names the trouble, after retrying, within the retry budget. With the
 // server back on the same port and storage, check passes (noting the
-// stored pack as unindexed), check --repair indexes it, and the next
-// backup reuses it, succeeds and restores exactly.
+// stored pack as unindexed), and the next backup indexes it from the
+// upload journal in the local cache instead of uploading it again,
+// succeeds and restores exactly.
 //
 // The retry budget of a backend call (backend/retry: 10 attempts or one
 // minute) cannot be shortened from outside the binary, so this test waits
@@ -330,17 +332,15 @@ poll:
 		t.Errorf("the failed backup left %d snapshots", n)
 	}
 
-	// A plain next backup would upload those packs' blobs again
-	// (docs/design.md, "Future work": no journal of
-	// uploaded-but-unindexed packs yet); check --repair indexes
-	// them from their headers, so the next backup reuses them.
-	if stdout, stderr, code := r.run("check", "--repair"); code != 0 {
-		t.Fatalf("check --repair: exit %d\n%s%s", code, stdout, stderr)
-	}
+	// The next backup finds the failed one's uploads in the journal
+	// (repo/journal.go) and indexes them rather than upload again.
 	again := r.backup(src)
+	if again.PacksResumed == 0 {
+		t.Errorf("backup after the failure resumed no packs: %+v", again)
+	}
 	t.Logf("backup after the server came back: added %d of %d bytes in %d packs", again.BytesAdded, full, again.PacksAdded)
 	if again.Errors != 0 || again.BytesAdded >= full-(8<<20) {
-		t.Errorf("backup after the repair: %+v; want less than the full %d bytes added: the stored pack reused", again, full)
+		t.Errorf("backup after the failure: %+v; want less than the full %d bytes added: the stored pack reused", again, full)
 	}
 	r.restoreAndCompare(again.SnapshotID, src)
 	if stdout, stderr, code := r.run("check"); code != 0 {
