@@ -123,6 +123,24 @@ func lockAge(t time.Time) string {
 	return formatDuration(d.Round(time.Second))
 }
 
+// openLocks opens the repository (unlock and locks take no lock) and lists
+// its locks, judged with the stale age of this command line.
+func (g *globalOptions) openLocks(ctx context.Context) (*repo.Repository, context.Context, []repo.LockInfo, func(), error) {
+	r, ctx, closeRepo, err := g.openRepository(ctx, false)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	opts, err := g.lockOptions(false)
+	if err == nil {
+		var infos []repo.LockInfo
+		if infos, err = r.Locks(ctx, opts); err == nil {
+			return r, ctx, infos, closeRepo, nil
+		}
+	}
+	closeRepo()
+	return nil, nil, nil, nil, err
+}
+
 func newUnlockCmd(g *globalOptions) *cobra.Command {
 	var removeAll bool
 	c := &cobra.Command{
@@ -152,19 +170,11 @@ Exit codes: 0 ok, 1 error, 10 no repository, 12 wrong password.`,
 }
 
 func runUnlock(ctx context.Context, g *globalOptions, removeAll bool) error {
-	r, ctx, closeRepo, err := g.openRepository(ctx, false)
+	r, ctx, infos, closeRepo, err := g.openLocks(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeRepo()
-	opts, err := g.lockOptions(false)
-	if err != nil {
-		return err
-	}
-	infos, err := r.Locks(ctx, opts)
-	if err != nil {
-		return err
-	}
 	removed, kept := 0, 0
 	for _, li := range infos {
 		var why string
@@ -246,19 +256,11 @@ type lockJSON struct {
 }
 
 func runLocks(ctx context.Context, g *globalOptions) error {
-	r, ctx, closeRepo, err := g.openRepository(ctx, false)
+	_, _, infos, closeRepo, err := g.openLocks(ctx)
 	if err != nil {
 		return err
 	}
 	defer closeRepo()
-	opts, err := g.lockOptions(false)
-	if err != nil {
-		return err
-	}
-	infos, err := r.Locks(ctx, opts)
-	if err != nil {
-		return err
-	}
 	if g.json {
 		for _, li := range infos {
 			j := lockJSON{MessageType: "lock", ID: li.Name, Gate: li.Gate, Stale: li.Stale, StaleReason: li.StaleReason}
