@@ -182,18 +182,5 @@ func (r *Repository) FileContent(ctx context.Context, n *Node) ([]chunk.ID, erro
 	if n.Database == nil {
 		return n.Content, nil
 	}
-	m, err := r.LoadPageMap(ctx, n.Database.PageMap)
-	if err != nil {
-		return nil, err
-	}
-	if m.PageSize != n.Database.PageSize || m.PageCount != n.Database.PageCount {
-		return nil, fmt.Errorf("page map %s: %d pages of %d bytes, but the node says %d of %d",
-			n.Database.PageMap.Short(), m.PageCount, m.PageSize, n.Database.PageCount, n.Database.PageSize)
-	}
-	ids := make([]chunk.ID, 0, m.PageCount)
-	err = r.PageIDs(ctx, m, func(_ uint32, seg []chunk.ID) error {
-		ids = append(ids, seg...)
-		return nil
-	})
-	return ids, err
+	return pageIDsWith(n, func(id chunk.ID) ([]byte, error) { return r.LoadBlob(ctx, index.TreeBlob, id, nil) })
 }

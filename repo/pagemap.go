@@ -252,7 +252,7 @@ func newPageResolver(m *PageMap, load metaLoader) (*pageResolver, error) {
 }
 
 // segment returns the ids of the pages of segment i, in order.
-func (pr *pageResolver) segment(ctx context.Context, i int, ids []chunk.ID) ([]chunk.ID, error) {
+func (pr *pageResolver) segment(i int, ids []chunk.ID) ([]chunk.ID, error) {
 	m := pr.m
 	first, n := m.segmentRange(i)
 	b, err := pr.load(m.Segments[i])
@@ -295,7 +295,7 @@ func (r *Repository) PageIDs(ctx context.Context, m *PageMap, fn func(first uint
 	}
 	var ids []chunk.ID
 	for i := range m.Segments {
-		if ids, err = pr.segment(ctx, i, ids); err != nil {
+		if ids, err = pr.segment(i, ids); err != nil {
 			return err
 		}
 		first, _ := m.segmentRange(i)
@@ -398,7 +398,7 @@ func (w *pageMapWriter) add(id chunk.ID) error {
 	if i == 0 {
 		w.parentSeg = w.parentSeg[:0]
 		if w.parent != nil && seg < len(w.parent.m.Segments) {
-			ids, err := w.parent.segment(w.ctx, seg, w.parentSeg)
+			ids, err := w.parent.segment(seg, w.parentSeg)
 			if err != nil {
 				if w.ctx.Err() != nil {
 					return err
@@ -476,6 +476,10 @@ func pageIDsWith(n *Node, load metaLoader) ([]chunk.ID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load page map %s: %w", n.Database.PageMap.Short(), err)
 	}
+	if m.PageSize != n.Database.PageSize || m.PageCount != n.Database.PageCount {
+		return nil, fmt.Errorf("page map %s: %d pages of %d bytes, but the node says %d of %d",
+			n.Database.PageMap.Short(), m.PageCount, m.PageSize, n.Database.PageCount, n.Database.PageSize)
+	}
 	pr, err := newPageResolver(m, load)
 	if err != nil {
 		return nil, err
@@ -483,7 +487,7 @@ func pageIDsWith(n *Node, load metaLoader) ([]chunk.ID, error) {
 	ids := make([]chunk.ID, 0, m.PageCount)
 	var seg []chunk.ID
 	for i := range m.Segments {
-		if seg, err = pr.segment(context.Background(), i, seg); err != nil {
+		if seg, err = pr.segment(i, seg); err != nil {
 			return nil, err
 		}
 		ids = append(ids, seg...)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 
 	"repo/backend"
 	"repo/chunk"
@@ -252,7 +253,7 @@ func (d *Damage) readPack(ctx context.Context, r *Repository, id chunk.ID) error
 		target = d.unindexed
 		d.intactUnindexed[id] = hdr
 	default:
-		d.DamagedPacks[id] = joinProblems(problems)
+		d.DamagedPacks[id] = strings.Join(problems, "; ")
 	}
 	for _, b := range ok {
 		k := blobKey{b.Type, b.ID}
@@ -261,14 +262,6 @@ func (d *Damage) readPack(ctx context.Context, r *Repository, id chunk.ID) error
 		}
 	}
 	return nil
-}
-
-func joinProblems(p []string) string {
-	s := p[0]
-	for _, x := range p[1:] {
-		s += "; " + x
-	}
-	return s
 }
 
 // locate returns where blob k can be read, in a pack intact or not.

@@ -108,15 +108,10 @@ func (b *Backend) Properties() backend.Properties {
 	return backend.Properties{ExclusiveCreate: true, Connections: 2}
 }
 
-// filename returns the path of h, which must be valid.
+// filename returns the path of h, which must be valid: h.String() is its
+// path inside the repository.
 func (b *Backend) filename(h backend.Handle) string {
-	switch h.Type {
-	case backend.ConfigFile:
-		return filepath.Join(b.dir, "config")
-	case backend.PackFile:
-		return filepath.Join(b.dir, h.Type.String(), h.Name[:2], h.Name)
-	}
-	return filepath.Join(b.dir, h.Type.String(), h.Name)
+	return filepath.Join(b.dir, filepath.FromSlash(h.String()))
 }
 
 // copyStep is how much Save copies between two checks of ctx; large enough

@@ -194,7 +194,7 @@ func (d *dialer) dialSSH(ctx context.Context) (*session, error) {
 		select {
 		case <-waitChan(c):
 			client.Close()
-		case <-sshWait(client):
+		case <-waitChan(client):
 		}
 		close(s.dead)
 	}()
@@ -329,18 +329,9 @@ func (d *dialer) dialCommand(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-// sshWait returns a channel closed when the SSH connection has shut down.
-func sshWait(client *ssh.Client) <-chan struct{} {
-	ch := make(chan struct{})
-	go func() {
-		_ = client.Wait()
-		close(ch)
-	}()
-	return ch
-}
-
-// waitChan returns a channel closed when c's connection has shut down.
-func waitChan(c *pkgsftp.Client) <-chan struct{} {
+// waitChan returns a channel closed when c's Wait returns (an SSH
+// connection's or an SFTP session's shutdown).
+func waitChan(c interface{ Wait() error }) <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
 		_ = c.Wait()

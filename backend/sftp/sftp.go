@@ -436,15 +436,10 @@ type fnError struct{ err error }
 
 func (e *fnError) Error() string { return e.err.Error() }
 
-// filename returns the path of h, which must be valid.
+// filename returns the path of h, which must be valid: h.String() is its
+// path inside the repository.
 func (b *Backend) filename(h backend.Handle) string {
-	switch h.Type {
-	case backend.ConfigFile:
-		return path.Join(b.dir, "config")
-	case backend.PackFile:
-		return path.Join(b.dir, h.Type.String(), h.Name[:2], h.Name)
-	}
-	return path.Join(b.dir, h.Type.String(), h.Name)
+	return path.Join(b.dir, h.String())
 }
 
 // Save writes rd to a temporary file next to h's path and publishes it
