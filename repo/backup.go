@@ -286,7 +286,9 @@ type archiver struct {
 
 	filesRead atomic.Int64
 	bytesRead atomic.Int64
-	errors    atomic.Int64
+	// bytesKnown counts bytes read whose blobs were stored already.
+	bytesKnown atomic.Int64
+	errors     atomic.Int64
 
 	mu  sync.Mutex
 	sum Summary // counters other than the atomics above
@@ -311,6 +313,7 @@ func (a *archiver) summary() Summary {
 	a.mu.Unlock()
 	s.FilesRead = int(a.filesRead.Load())
 	s.BytesRead = a.bytesRead.Load()
+	s.BytesSkipped = a.bytesKnown.Load()
 	s.Errors = int(a.errors.Load())
 	return s
 }
@@ -394,6 +397,9 @@ func (a *archiver) buf(n int) *[]byte {
 func (a *archiver) storeChunk(data []byte, owned *[]byte) (chunk.ID, error) {
 	id := a.r.hasher.Sum(data)
 	ok, err := a.s.Reserve(index.DataBlob, id)
+	if err == nil && !ok {
+		a.bytesKnown.Add(int64(len(data)))
+	}
 	if err != nil || !ok {
 		if owned != nil {
 			a.bufs.Put(owned)

@@ -90,6 +90,9 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 		if err != nil {
 			return err
 		}
+		if !ok {
+			a.bytesKnown.Add(int64(len(page)))
+		}
 		if ok {
 			pagesNew++
 			bp := a.buf(len(page))

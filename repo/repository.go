@@ -49,6 +49,8 @@ type Repository struct {
 	// journalRoot holds the journals of all processes on this host, one
 	// directory each (named PID-starttime).
 	journalRoot string
+	// indexInterval is OpenOptions.IndexInterval.
+	indexInterval time.Duration
 
 	// lock is the lock this process holds, nil when none; writes that
 	// commit work check it first (checkLock).
@@ -85,6 +87,9 @@ type OpenOptions struct {
 	// index cache lives in CacheDir/<repository id>. Empty: a private
 	// temporary cache removed on Close.
 	CacheDir string
+	// IndexInterval is how long an uploaded pack may wait for an index
+	// file during a backup; zero means DefaultIndexInterval.
+	IndexInterval time.Duration
 }
 
 // Init creates a repository on be, which must not hold one yet
@@ -256,6 +261,8 @@ func Open(ctx context.Context, be backend.Backend, opts OpenOptions) (*Repositor
 		codec:   pack.NewCodec(sealer, level),
 		hasher:  hasher,
 		pending: make(map[blobKey]index.PackedBlob),
+
+		indexInterval: opts.IndexInterval,
 	}
 	if err := r.openCache(opts.CacheDir); err != nil {
 		return nil, err

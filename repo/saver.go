@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"repo/backend"
 	"repo/chunk"
@@ -13,10 +14,21 @@ import (
 	"repo/repo/pack"
 )
 
-// indexEveryPacks is how many uploaded packs a Saver collects before it
-// writes an index file, bounding what a crash can orphan and what the
-// process holds in memory.
-const indexEveryPacks = 32
+// A Saver writes an index file for its uploaded packs as soon as
+// indexEveryPacks packs or indexEveryBlobs blobs wait for one, or the
+// oldest waiting pack has waited IndexInterval. That bounds the work a
+// crash can orphan even where the upload journal cannot help (another
+// host, a lost cache): at most 4 packs (64 MiB at the default pack size)
+// or a few minutes of uploads. The blob bound matters for databases,
+// whose 4 KiB pages fill a pack with thousands of blobs: 16384 pages are
+// about 45 MB of a typical database's packs, an index file of about 1 MB.
+const (
+	indexEveryPacks = 4
+	indexEveryBlobs = 16384
+)
+
+// DefaultIndexInterval is the default of OpenOptions.IndexInterval.
+const DefaultIndexInterval = 2 * time.Minute
 
 // Saver adds blobs to the repository: it dedups them against the index and
 // against what it saved already, encodes them on all cores, fills packs and
@@ -48,8 +60,17 @@ type Saver struct {
 	reserved  map[blobKey]struct{}
 	packers   map[index.BlobType]*pack.Writer
 	unindexed []index.Pack
-	stats     SaverStats
-	finished  bool
+	// unindexedBlobs counts the blobs of unindexed; unindexedSince is
+	// when the oldest of them was uploaded.
+	unindexedBlobs int
+	unindexedSince time.Time
+	stats          SaverStats
+	finished       bool
+
+	// stopTimer ends the goroutine that writes an index file for packs
+	// that waited too long; timerDone is closed when it has ended.
+	stopTimer chan struct{}
+	timerDone chan struct{}
 
 	// indexMu serializes index writes so files are written in order.
 	indexMu sync.Mutex
@@ -89,7 +110,11 @@ func (r *Repository) NewSaver(ctx context.Context) *Saver {
 		packBufs: make(chan []byte, max(r.be.Properties().Connections, 1)+1),
 		reserved: make(map[blobKey]struct{}),
 		packers:  make(map[index.BlobType]*pack.Writer),
+
+		stopTimer: make(chan struct{}),
+		timerDone: make(chan struct{}),
 	}
+	go s.indexTimer(r.indexInterval)
 	for range runtime.GOMAXPROCS(0) {
 		s.encodeWG.Add(1)
 		go s.encoder()
@@ -333,17 +358,61 @@ func (s *Saver) upload(job packJob) error {
 	s.r.pendingMu.Unlock()
 
 	s.mu.Lock()
+	if len(s.unindexed) == 0 {
+		s.unindexedSince = time.Now()
+	}
 	s.unindexed = append(s.unindexed, index.Pack{ID: id, Blobs: blobs})
+	s.unindexedBlobs += len(blobs)
 	s.stats.Packs++
 	var batch []index.Pack
-	if len(s.unindexed) >= indexEveryPacks {
-		batch, s.unindexed = s.unindexed, nil
+	if len(s.unindexed) >= indexEveryPacks || s.unindexedBlobs >= indexEveryBlobs {
+		batch = s.takeUnindexed()
 	}
 	s.mu.Unlock()
-	if batch != nil {
-		return s.writeIndex(batch)
+	return s.writeIndex(batch)
+}
+
+// takeUnindexed returns the packs waiting for an index file and forgets
+// them. The caller holds s.mu.
+func (s *Saver) takeUnindexed() []index.Pack {
+	batch := s.unindexed
+	s.unindexed, s.unindexedBlobs = nil, 0
+	return batch
+}
+
+// indexTimer writes an index file for packs that waited interval since
+// the first of them was uploaded, so that a backup that uploads slowly or
+// stops uploading for a while (reading unchanged data) still gets its
+// packs indexed every few minutes. It ends when stopTimer is closed or the
+// Saver fails.
+func (s *Saver) indexTimer(interval time.Duration) {
+	defer close(s.timerDone)
+	if interval <= 0 {
+		interval = DefaultIndexInterval
 	}
-	return nil
+	// Wall-clock checks at a fraction of the interval: a timer set for
+	// the oldest pack would need resetting on every batch.
+	tick := time.NewTicker(max(interval/8, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopTimer:
+			return
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s.mu.Lock()
+		var batch []index.Pack
+		if len(s.unindexed) > 0 && time.Since(s.unindexedSince) >= interval {
+			batch = s.takeUnindexed()
+		}
+		s.mu.Unlock()
+		if err := s.writeIndex(batch); err != nil {
+			s.fail(err)
+			return
+		}
+	}
 }
 
 // writeIndex writes one index file for packs that are all saved, tells the
@@ -407,13 +476,16 @@ func (s *Saver) Finish() (SaverStats, error) {
 	}
 	close(s.uploadCh)
 	s.uploadWG.Wait()
+	// After the timer ended no index write is in flight, so the batch
+	// below is all that is left.
+	close(s.stopTimer)
+	<-s.timerDone
 	if err := s.Err(); err != nil {
 		s.cancel(err)
 		return s.stats, err
 	}
 	s.mu.Lock()
-	batch := s.unindexed
-	s.unindexed = nil
+	batch := s.takeUnindexed()
 	s.mu.Unlock()
 	if err := s.writeIndex(batch); err != nil {
 		s.cancel(err)

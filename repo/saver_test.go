@@ -524,3 +524,53 @@ func TestSaverCancel(t *testing.T) {
 		t.Fatal("Saver hangs after its context was cancelled")
 	}
 }
+
+// TestSaverIndexInterval: packs that wait IndexInterval get an index file
+// while the Saver is still open, without more uploads and before Finish.
+func TestSaverIndexInterval(t *testing.T) {
+	be := mem.New()
+	if _, err := Init(t.Context(), be, testInitOptions(true)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(t.Context(), be, OpenOptions{Password: passwordFunc(testPassword), CacheDir: t.TempDir(), IndexInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.LoadIndex(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s := r.NewSaver(t.Context())
+	// Three 512 KiB blobs: the first two fill a 1 MiB pack, which is
+	// uploaded; the third waits in the packer.
+	var blobs []testBlob
+	for i := range 3 {
+		data := randomBytes(uint64(2000+i), 512<<10)
+		id, _, err := s.SaveBlob(index.DataBlob, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, testBlob{id, data})
+	}
+	// Generous: the test asserts that it happens, not how fast.
+	deadline := time.Now().Add(30 * time.Second)
+	for len(names(t, be, backend.IndexFile)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no index file 30 s after a pack was uploaded with IndexInterval 20ms")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The uploaded pack is indexed: another repository sees its blobs.
+	other := openTestRepo(t, be)
+	if _, ok, err := other.LookupBlob(index.DataBlob, blobs[0].id); err != nil || !ok {
+		t.Errorf("blob of the first pack not indexed before Finish: %v, %v", ok, err)
+	}
+	st, err := s.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.IndexFiles != 2 || st.Packs != 2 {
+		t.Errorf("stats %+v, want 2 packs and 2 index files (one by the timer, one by Finish)", st)
+	}
+	verifyBlobs(t, openTestRepo(t, be), index.DataBlob, blobs)
+}

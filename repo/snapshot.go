@@ -80,6 +80,10 @@ type Summary struct {
 	// taken from the parent snapshot without reading.
 	FilesRead int   `json:"files_read"`
 	BytesRead int64 `json:"bytes_read"`
+	// BytesSkipped counts bytes read whose blobs the repository held
+	// already (from earlier snapshots, an interrupted earlier backup, or
+	// earlier in this one), so they were not stored again.
+	BytesSkipped int64 `json:"bytes_skipped"`
 	// TotalFiles and TotalBytes describe everything in the snapshot.
 	TotalFiles int   `json:"total_files"`
 	TotalBytes int64 `json:"total_bytes"`

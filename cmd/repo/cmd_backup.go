@@ -249,7 +249,7 @@ func printBackupSummary(g *globalOptions, sn *repo.Snapshot) {
 	}
 	fmt.Fprintf(g.out, "files:  %d new, %d changed, %d unmodified (parent %s)\n", s.FilesNew, s.FilesChanged, s.FilesUnmodified, parent)
 	fmt.Fprintf(g.out, "dirs:   %d new, %d changed, %d unmodified\n", s.DirsNew, s.DirsChanged, s.DirsUnmodified)
-	fmt.Fprintf(g.out, "read:   %d files, %s\n", s.FilesRead, formatBytes(s.BytesRead))
+	fmt.Fprintf(g.out, "read:   %d files, %s (%s already in the repository, not stored again)\n", s.FilesRead, formatBytes(s.BytesRead), formatBytes(s.BytesSkipped))
 	fmt.Fprintf(g.out, "added:  %s in %d blobs, %s stored in %d packs\n", formatBytes(s.BytesAdded), s.BlobsAdded, formatBytes(s.BytesStored), s.PacksAdded)
 	if s.PacksResumed > 0 {
 		fmt.Fprintf(g.out, "resumed: %d packs an interrupted backup had uploaded were indexed, not uploaded again\n", s.PacksResumed)

@@ -306,13 +306,22 @@ func (g *globalOptions) openRepository(ctx context.Context, withIndex bool) (*re
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	// REPO_INDEX_INTERVAL is for tests, which cannot wait minutes for a
+	// periodic index file.
+	var indexInterval time.Duration
+	if v := os.Getenv("REPO_INDEX_INTERVAL"); v != "" {
+		if indexInterval, err = time.ParseDuration(v); err != nil || indexInterval <= 0 {
+			return nil, nil, nil, usageError("REPO_INDEX_INTERVAL=%q: want a positive duration such as 30s", v)
+		}
+	}
 	be, err := g.backend(ctx, false)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	r, err := repo.Open(ctx, be, repo.OpenOptions{
-		Password: func() (string, error) { return g.password("enter the repository password: ", false) },
-		CacheDir: g.cacheRoot(),
+		Password:      func() (string, error) { return g.password("enter the repository password: ", false) },
+		CacheDir:      g.cacheRoot(),
+		IndexInterval: indexInterval,
 	})
 	if err != nil {
 		be.Close()
