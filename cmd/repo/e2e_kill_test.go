@@ -132,3 +132,60 @@ func TestE2EInterrupt(t *testing.T) {
 	r.mustRun("restore", "latest", "--target", target)
 	compareTrees(t, scanTree(t, src), scanTree(t, restoredPath(target, src)), false)
 }
+
+// TestE2EKillResume: a backup of large files killed after it wrote several
+// packs is resumed by the next one: the data of the packs the killed run
+// completed is found in the repository (periodic index files, or the
+// upload journal for the rest) and not stored again.
+func TestE2EKillResume(t *testing.T) {
+	skipHeavy(t)
+	r := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	generate(t, src, gentree.Spec{Seed: 73, RandFiles: 8, RandSize: 16 << 20})
+
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := repoCommand(t, ctx, r.env, nil, "backup", src)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	const killAfter = 5
+	killed := false
+	for !killed {
+		select {
+		case err := <-done:
+			t.Fatalf("backup ended (%v) before it wrote %d packs; make the tree larger", err, killAfter)
+		case <-time.After(2 * time.Millisecond):
+		}
+		if len(packFiles(t, r.dir)) >= killAfter {
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			<-done
+			killed = true
+		}
+	}
+	packs := len(packFiles(t, r.dir))
+
+	again := r.backup(src)
+	// Every pack the killed run completed holds about 16 MiB of chunks;
+	// one may have been published just before its journal record.
+	const perPack = 12 << 20
+	if want := int64(packs-1) * perPack; again.BytesSkipped < want {
+		t.Errorf("after a kill with %d packs written: next backup skipped %d bytes, want at least %d (resumed %d packs)",
+			packs, again.BytesSkipped, want, again.PacksResumed)
+	}
+	if again.BytesSkipped+again.BytesAdded < again.BytesRead {
+		t.Errorf("skipped %d + added %d < read %d", again.BytesSkipped, again.BytesAdded, again.BytesRead)
+	}
+	t.Logf("killed after %d packs; next backup: read %d, skipped %d, added %d, resumed %d packs",
+		packs, again.BytesRead, again.BytesSkipped, again.BytesAdded, again.PacksResumed)
+	if stdout, stderr, code := r.run(nil, "check", "--read-data"); code != 0 {
+		t.Errorf("check: exit %d\n%s%s", code, stdout, stderr)
+	}
+	target := filepath.Join(t.TempDir(), "target")
+	r.mustRun("restore", again.SnapshotID, "--target", target)
+	compareTrees(t, scanTree(t, src), scanTree(t, restoredPath(target, src)), false)
+}

@@ -245,6 +245,7 @@ type backupSummary struct {
 	FilesUnmodified int    `json:"files_unmodified"`
 	FilesRead       int    `json:"files_read"`
 	BytesRead       int64  `json:"bytes_read"`
+	BytesSkipped    int64  `json:"bytes_skipped"`
 	TotalFiles      int    `json:"total_files"`
 	TotalBytes      int64  `json:"total_bytes"`
 	BlobsAdded      int    `json:"blobs_added"`
