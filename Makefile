@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # The shared benchmark harness (dataset generator, restic/borg timings).
 BENCH_SHARED ?= ../shared/bench
 
-.PHONY: all build demo test bench bench-go bench-tools clean
+.PHONY: all build demo test torture bench bench-go bench-tools clean
 
 all: build
 
@@ -25,6 +25,19 @@ test:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# The crash-torture harness at length (make test runs it with 30 kills):
+# SIGKILLs at random moments and injected disk faults against one
+# repository, then check --read-data and a restore of every snapshot; see
+# cmd/repo/torture_test.go. REPO_TORTURE_KILLS and REPO_TORTURE_SEED
+# override the count and the seed. The log goes to bin/torture.log.
+TORTURE_KILLS ?= 500
+torture:
+	@mkdir -p bin
+	@{ REPO_TORTURE_KILLS=$${REPO_TORTURE_KILLS:-$(TORTURE_KILLS)} $(GO) test -count=1 -run '^TestTorture$$' -v -timeout 90m ./cmd/repo/; \
+	  echo $$? > bin/torture.rc; } 2>&1 | tee bin/torture.log
+	@echo; grep '^torture: seed' bin/torture.log || echo 'torture: no result line (see bin/torture.log)'
+	@exit $$(cat bin/torture.rc)
 
 # Go micro-benchmarks of the pipeline stages, then the shared dataset for
 # repo, restic and borg in one run (needs $(BENCH_SHARED)).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // FileType names the kind of object a Handle refers to. Each type lives in
@@ -24,10 +25,15 @@ const (
 	// data/ and keeps for inspection; nothing reads it as part of the
 	// repository. Names are like pack names but not sharded.
 	QuarantineFile
+	// PlanFile is the plan of a multi-step maintenance operation (prune,
+	// repair, ...): written before its first change and removed after
+	// its last. It records intent only; nothing depends on it for
+	// correctness.
+	PlanFile
 )
 
 // lastFileType is the highest valid FileType.
-const lastFileType = QuarantineFile
+const lastFileType = PlanFile
 
 // String returns the directory name used for the type ("config" for the
 // single config object).
@@ -47,6 +53,8 @@ func (t FileType) String() string {
 		return "locks"
 	case QuarantineFile:
 		return "quarantine"
+	case PlanFile:
+		return "plans"
 	}
 	return fmt.Sprintf("filetype(%d)", uint8(t))
 }
@@ -166,6 +174,42 @@ type Backend interface {
 
 	// Close releases connections; the backend is unusable afterwards.
 	Close() error
+}
+
+// Unwrapper is implemented by wrappers (retry, connection and rate limits,
+// fault injection) to give access to the backend they wrap, so that the
+// optional interfaces of the innermost backend stay reachable through As.
+type Unwrapper interface {
+	Unwrap() Backend
+}
+
+// TempCleaner is an optional interface of backends whose interrupted Saves
+// can leave temporary objects behind that List does not show (local: the
+// ".tmp-*" files of a killed process).
+type TempCleaner interface {
+	// RemoveTemp removes the temporary objects last modified more than
+	// olderThan ago and returns how many it removed and their total
+	// size. A Save in progress keeps its temporary object fresh, so an
+	// age of an hour or more never removes one that is still in use.
+	RemoveTemp(ctx context.Context, olderThan time.Duration) (n int, bytes int64, err error)
+}
+
+// As returns the first backend in the chain be, be.Unwrap(), ... that
+// implements T (an optional interface such as TempCleaner), and whether
+// there was one.
+func As[T any](be Backend) (T, bool) {
+	for be != nil {
+		if t, ok := be.(T); ok {
+			return t, true
+		}
+		u, ok := be.(Unwrapper)
+		if !ok {
+			break
+		}
+		be = u.Unwrap()
+	}
+	var zero T
+	return zero, false
 }
 
 // Sentinel errors; test with errors.Is.

@@ -223,10 +223,23 @@ func TestReadAt(t *testing.T) {
 
 func TestFileTypeValid(t *testing.T) {
 	for ft := range backend.FileType(255) {
-		want := ft >= backend.ConfigFile && ft <= backend.QuarantineFile
+		want := ft >= backend.ConfigFile && ft <= backend.PlanFile
 		if got := ft.Valid() == nil; got != want {
 			t.Errorf("FileType(%d).Valid() == nil is %v, want %v", ft, got, want)
 		}
+	}
+}
+
+func TestPlanHandle(t *testing.T) {
+	if got := backend.PlanFile.String(); got != "plans" {
+		t.Errorf("PlanFile.String() = %q, want %q", got, "plans")
+	}
+	if backend.PlanFile != 8 {
+		t.Errorf("PlanFile = %d, want 8", backend.PlanFile)
+	}
+	name := "3fa2" + strings.Repeat("0", 60)
+	if got := (backend.Handle{Type: backend.PlanFile, Name: name}).String(); got != "plans/"+name {
+		t.Errorf("Handle.String() = %q, want plans/%s (not sharded)", got, name)
 	}
 }
 

@@ -146,7 +146,7 @@ type backendObject struct {
 	data []byte
 }
 
-var allFileTypes = []backend.FileType{backend.ConfigFile, backend.KeyFile, backend.PackFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.QuarantineFile}
+var allFileTypes = []backend.FileType{backend.ConfigFile, backend.KeyFile, backend.PackFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.QuarantineFile, backend.PlanFile}
 
 // listObjects returns every object of be with its content, sorted.
 func listObjects(t *testing.T, be backend.Backend) []backendObject {

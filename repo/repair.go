@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,6 +39,9 @@ type RepairOptions struct {
 	SkipHeal, SkipPurge bool
 	// Report receives one line per action taken (or planned).
 	Report func(msg string)
+	// Op names the operation in its plan: OpRepair (the default) or
+	// OpPurge (purge-broken-files).
+	Op string
 }
 
 // RepairResult is what Repair did (or, with DryRun, would do).
@@ -75,13 +79,75 @@ type RepairResult struct {
 // The caller holds the exclusive lock; the index must not be loaded (a
 // broken index file would make that fail) — Repair loads it itself.
 func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResult, error) {
+	if opts.Report == nil {
+		opts.Report = func(string) {}
+	}
+	pl := &repairPlan{r: r, op: cmp.Or(opts.Op, OpRepair), dryRun: opts.DryRun}
+	if !opts.DryRun {
+		prior, err := r.InterruptedPlans(ctx, pl.op, opts.Report)
+		if err != nil {
+			return RepairResult{}, err
+		}
+		pl.prior = prior
+	}
+	res, err := r.repair(ctx, opts, pl)
+	if err == nil && !opts.DryRun {
+		err = pl.done(ctx)
+	}
+	return res, err
+}
+
+// repairPlan writes a repair's plan (plan.go) once, right before its first
+// change, with the actions announced so far as its steps; and removes it,
+// together with the plans of interrupted earlier runs, when the repair
+// completed. A repair that finds nothing to do writes no plan.
+type repairPlan struct {
+	r      *Repository
+	op     string
+	dryRun bool
+	steps  []string
+	plan   *Plan
+	prior  []*Plan
+}
+
+// note records an announced action as a step of the plan.
+func (p *repairPlan) note(msg string) { p.steps = append(p.steps, msg) }
+
+// begin saves the plan unless it was saved already; call it before every
+// change. removePacks and removeIndex name what the repair will remove.
+func (p *repairPlan) begin(ctx context.Context, removePacks, removeIndex []chunk.ID) error {
+	if p.dryRun || p.plan != nil {
+		return nil
+	}
+	pl := &Plan{
+		Op:          p.op,
+		Steps:       append(slices.Clone(p.steps), "then heal or purge the files that still miss data"),
+		RemovePacks: removePacks,
+		RemoveIndex: removeIndex,
+	}
+	if err := p.r.SavePlan(ctx, pl); err != nil {
+		return err
+	}
+	p.plan = pl
+	return nil
+}
+
+// done removes the plan and those of interrupted earlier runs: a completed
+// repair has finished their work too.
+func (p *repairPlan) done(ctx context.Context) error {
+	plans := p.prior
+	if p.plan != nil {
+		plans = append(plans, p.plan)
+	}
+	return p.r.RemovePlans(ctx, plans)
+}
+
+func (r *Repository) repair(ctx context.Context, opts RepairOptions, pl *repairPlan) (RepairResult, error) {
 	var res RepairResult
 	report := opts.Report
-	if report == nil {
-		report = func(string) {}
-	}
 	act := func(format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
+		pl.note(msg)
 		if opts.DryRun {
 			msg = "would " + msg
 		}
@@ -119,9 +185,17 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 			return res, err
 		}
 	}
+	var removeIndex []chunk.ID
+	if d.NeedsIndexRewrite() || len(healthyUnindexed) > 0 {
+		removeIndex = d.IndexFiles
+	}
+	begin := func() error { return pl.begin(ctx, damaged, removeIndex) }
 	if len(damaged) > 0 {
 		var s *Saver
 		if !opts.DryRun {
+			if err := begin(); err != nil {
+				return res, err
+			}
 			s = r.NewSaver(ctx)
 		}
 		for _, id := range damaged {
@@ -174,6 +248,9 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 		act("replace %d index files by one listing %d intact packs", len(d.IndexFiles), len(f.Packs))
 		res.IndexFilesReplaced = len(d.IndexFiles)
 		if !opts.DryRun {
+			if err := begin(); err != nil {
+				return res, err
+			}
 			// Written first, so that a crash leaves the old files
 			// superseded, never a repository without an index.
 			if _, err := r.SaveUnpacked(ctx, backend.IndexFile, f.Encode()); err != nil {
@@ -228,7 +305,10 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 		return res, err
 	}
 	res.SnapshotsRemoved += len(badSnaps)
-	if !opts.DryRun {
+	if !opts.DryRun && len(badSnaps) > 0 {
+		if err := begin(); err != nil {
+			return res, err
+		}
 		for _, id := range badSnaps {
 			if err := r.quarantineObject(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}, !opts.NoQuarantine); err != nil {
 				return res, err
@@ -257,6 +337,11 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 			}
 		}
 		missingBefore := maps.Clone(missing)
+		if len(missing) > 0 {
+			if err := begin(); err != nil {
+				return res, err
+			}
+		}
 		healed, err := r.heal(ctx, from, missing, opts.DryRun, report)
 		if err != nil {
 			return res, err
@@ -292,6 +377,9 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (RepairResu
 	}
 
 	// 6. Purge.
+	if err := begin(); err != nil {
+		return res, err
+	}
 	err = r.purge(ctx, d, sns, broken, avail, opts, &res, act)
 	return res, err
 }

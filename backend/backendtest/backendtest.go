@@ -63,7 +63,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 var allTypes = []backend.FileType{
 	backend.ConfigFile, backend.KeyFile, backend.PackFile,
 	backend.IndexFile, backend.SnapshotFile, backend.LockFile,
-	backend.QuarantineFile,
+	backend.QuarantineFile, backend.PlanFile,
 }
 
 // newRand returns a generator with a fixed seed derived from t's name, so
@@ -313,6 +313,7 @@ func testList(t *testing.T, be backend.Backend) {
 		// Quarantined packs are few; 40 still spread over many
 		// first characters, which must not matter (no sharding).
 		backend.QuarantineFile: 40,
+		backend.PlanFile:       3,
 	}
 	want := make(map[backend.FileType]map[string]int64)
 	for ft, n := range counts {
@@ -755,7 +756,7 @@ func testInvalidHandle(t *testing.T, be backend.Backend) {
 	for _, ft := range allTypes {
 		checkList(t, be, ft, nil)
 	}
-	for _, ft := range []backend.FileType{0, backend.QuarantineFile + 1, 255} {
+	for _, ft := range []backend.FileType{0, backend.PlanFile + 1, 255} {
 		err := be.List(ctx, ft, func(backend.FileInfo) error {
 			t.Errorf("list %v: fn called", ft)
 			return nil

@@ -138,6 +138,10 @@ func New(be backend.Backend) *Backend {
 	return &Backend{Backend: be, calls: make(map[Op]int)}
 }
 
+// Unwrap returns the wrapped backend (see backend.As); its optional
+// interfaces are not subject to faults.
+func (b *Backend) Unwrap() backend.Backend { return b.Backend }
+
 // Inject adds f; it applies to calls made from now on.
 func (b *Backend) Inject(f Fault) {
 	b.mu.Lock()

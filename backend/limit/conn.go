@@ -26,6 +26,9 @@ func NewConnections(be backend.Backend, n int) *Connections {
 	return &Connections{Backend: be, sem: make(chan struct{}, max(n, 1))}
 }
 
+// Unwrap returns the wrapped backend (see backend.As).
+func (c *Connections) Unwrap() backend.Backend { return c.Backend }
+
 // acquire waits for a slot for an operation on an object of type t and
 // returns the function that frees it. Lock files need no slot.
 func (c *Connections) acquire(ctx context.Context, t backend.FileType) (release func(), err error) {

@@ -50,6 +50,9 @@ func NewRate(be backend.Backend, up, down Limiter) *Rate {
 	return &Rate{Backend: be, up: up, down: down}
 }
 
+// Unwrap returns the wrapped backend (see backend.As).
+func (r *Rate) Unwrap() backend.Backend { return r.Backend }
+
 // Save saves h, pacing the reads of rd.
 func (r *Rate) Save(ctx context.Context, h backend.Handle, rd backend.RewindReader) error {
 	if r.up == nil || h.Type == backend.LockFile {

@@ -11,15 +11,43 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"repo/backend"
 )
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.TempCleaner = (*Backend)(nil)
+)
 
 // link is os.Link, replaced by tests to simulate a file system without
 // hard links.
 var link = os.Link
+
+// Fault hooks for crash and fault-injection tests. They are nil in normal
+// builds, where each costs one comparison per call; the faults build tag
+// (faults.go) sets them from REPO_FAULTS. A hook that returns an error
+// stands for the failure of the system call at that point: the call is
+// not made and the error travels on (through classify) as the real one
+// would.
+var (
+	// hookWrite is called before each write of h's data in Save, with
+	// the bytes of h written so far and the size n of this write. It
+	// returns how many of the n bytes to write (0..n) and the error to
+	// fail with after them; with a nil error the whole write is made.
+	hookWrite func(h backend.Handle, written int64, n int) (int, error)
+	// hookSync is called before the fsync of h's temporary file.
+	hookSync func(h backend.Handle) error
+	// hookSyncDir is called before the fsync of h's directory after h
+	// was published (Save) or removed (Remove).
+	hookSyncDir func(h backend.Handle) error
+	// hookPublish is called before h's temporary file is linked (or
+	// renamed) to its name.
+	hookPublish func(h backend.Handle) error
+	// hookRemove is called before h is removed.
+	hookRemove func(h backend.Handle) error
+)
 
 // Backend is a repository in a local directory. It is safe for concurrent
 // use; it holds no open files between calls.
@@ -37,7 +65,7 @@ const (
 // Create makes all of them; a repository created before a type existed
 // (quarantine/) lacks its directory, which Save then makes on first use and
 // List treats as empty.
-var types = []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.QuarantineFile, backend.PackFile}
+var types = []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.QuarantineFile, backend.PlanFile, backend.PackFile}
 
 // Create makes dir (with parents) and the repository's directory layout,
 // including the 256 data/xx directories, and returns a backend on it. dir
@@ -139,14 +167,14 @@ func (b *Backend) save(ctx context.Context, h backend.Handle, rd backend.RewindR
 	final := b.filename(h)
 	dir := filepath.Dir(final)
 
-	f, err := os.CreateTemp(dir, ".tmp-*")
+	f, err := os.CreateTemp(dir, tempPrefix+"*")
 	if errors.Is(err, fs.ErrNotExist) && h.Type != backend.ConfigFile {
 		// data/xx (or a type directory) is missing, e.g. removed by
 		// hand: make it and try again.
 		if err := mkdirSynced(dir); err != nil {
 			return err
 		}
-		f, err = os.CreateTemp(dir, ".tmp-*")
+		f, err = os.CreateTemp(dir, tempPrefix+"*")
 	}
 	if err != nil {
 		return classify(err)
@@ -162,12 +190,21 @@ func (b *Backend) save(ctx context.Context, h backend.Handle, rd backend.RewindR
 	if err := rd.Rewind(); err != nil {
 		return err
 	}
-	n, err := copyCtx(ctx, f, rd)
+	var w io.Writer = f
+	if hookWrite != nil {
+		w = &hookedWriter{f: f, h: h}
+	}
+	n, err := copyCtx(ctx, w, rd)
 	if err != nil {
 		return classify(err)
 	}
 	if n != rd.Length() {
 		return fmt.Errorf("reader yielded %d bytes, want %d", n, rd.Length())
+	}
+	if hookSync != nil {
+		if err := hookSync(h); err != nil {
+			return classify(&fs.PathError{Op: "sync", Path: tmp, Err: err})
+		}
 	}
 	if err := f.Sync(); err != nil {
 		return classify(err)
@@ -182,13 +219,44 @@ func (b *Backend) save(ctx context.Context, h backend.Handle, rd backend.RewindR
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if hookPublish != nil {
+		if err := hookPublish(h); err != nil {
+			return classify(&os.LinkError{Op: "link", Old: tmp, New: final, Err: err})
+		}
+	}
 	if err := publish(tmp, final); err != nil {
 		return err
 	}
 	// If this fails the object is visible but maybe not durable; the
 	// error tells the caller not to rely on it (a retry sees ErrExists,
 	// which for content-addressed objects means the same content).
+	if hookSyncDir != nil {
+		if err := hookSyncDir(h); err != nil {
+			return fmt.Errorf("sync directory: %w", classify(&fs.PathError{Op: "sync", Path: dir, Err: err}))
+		}
+	}
 	return syncDir(dir)
+}
+
+// hookedWriter writes to f through hookWrite (fault injection only).
+type hookedWriter struct {
+	f       *os.File
+	h       backend.Handle
+	written int64
+}
+
+func (w *hookedWriter) Write(p []byte) (int, error) {
+	allow, ferr := hookWrite(w.h, w.written, len(p))
+	if ferr == nil {
+		allow = len(p)
+	}
+	allow = min(max(allow, 0), len(p))
+	n, err := w.f.Write(p[:allow])
+	w.written += int64(n)
+	if err == nil && ferr != nil {
+		err = &fs.PathError{Op: "write", Path: w.f.Name(), Err: ferr}
+	}
+	return n, err
 }
 
 // publish makes tmp visible as final unless final exists. It removes tmp on
@@ -427,13 +495,108 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 		return fmt.Errorf("remove %v: %w", h, err)
 	}
 	name := b.filename(h)
+	if hookRemove != nil {
+		if err := hookRemove(h); err != nil {
+			return fmt.Errorf("remove %v: %w", h, notExist(&fs.PathError{Op: "remove", Path: name, Err: err}))
+		}
+	}
 	if err := os.Remove(name); err != nil {
 		return fmt.Errorf("remove %v: %w", h, notExist(err))
+	}
+	if hookSyncDir != nil {
+		if err := hookSyncDir(h); err != nil {
+			return fmt.Errorf("remove %v: sync directory: %w", h, classify(&fs.PathError{Op: "sync", Path: filepath.Dir(name), Err: err}))
+		}
 	}
 	if err := syncDir(filepath.Dir(name)); err != nil {
 		return fmt.Errorf("remove %v: %w", h, err)
 	}
 	return nil
+}
+
+// tempPrefix starts the name of every temporary file of a Save.
+const tempPrefix = ".tmp-"
+
+// RemoveTemp removes the temporary files that Saves of killed processes
+// left next to the objects they were writing (in the repository directory
+// for the config, in every type directory, and in every data/xx), when
+// they were last modified more than olderThan ago. A running Save writes
+// its file continuously, so it is never that old. Files that vanish
+// meanwhile (their Save finished) are skipped.
+func (b *Backend) RemoveTemp(ctx context.Context, olderThan time.Duration) (n int, size int64, err error) {
+	dirs := []string{b.dir}
+	for _, t := range types {
+		dirs = append(dirs, filepath.Join(b.dir, t.String()))
+	}
+	data := filepath.Join(b.dir, backend.PackFile.String())
+	entries, err := os.ReadDir(data)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, fmt.Errorf("remove temporary files: %w", classify(err))
+	}
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			dirs = append(dirs, filepath.Join(data, e.Name()))
+		}
+	}
+	cutoff := time.Now().Add(-olderThan)
+	for _, dir := range dirs {
+		dn, dsize, err := removeTempIn(ctx, dir, cutoff)
+		n += dn
+		size += dsize
+		if err != nil {
+			return n, size, fmt.Errorf("remove temporary files in %s: %w", dir, err)
+		}
+	}
+	return n, size, nil
+}
+
+// removeTempIn removes the temporary files in dir modified before cutoff.
+// A missing dir holds none.
+func removeTempIn(ctx context.Context, dir string, cutoff time.Time) (n int, size int64, err error) {
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, classify(err)
+	}
+	defer d.Close()
+	for {
+		// In batches, as listDir does: data/xx may hold thousands of packs.
+		entries, rerr := d.ReadDir(1024)
+		for _, e := range entries {
+			if err := ctx.Err(); err != nil {
+				return n, size, err
+			}
+			if !strings.HasPrefix(e.Name(), tempPrefix) || !e.Type().IsRegular() {
+				continue
+			}
+			fi, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return n, size, classify(err)
+			}
+			if !fi.ModTime().Before(cutoff) {
+				continue
+			}
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					continue
+				}
+				return n, size, classify(err)
+			}
+			n++
+			size += fi.Size()
+		}
+		if rerr == io.EOF {
+			return n, size, nil
+		}
+		if rerr != nil {
+			return n, size, classify(rerr)
+		}
+	}
 }
 
 // Close does nothing: no file stays open between calls.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"repo/backend"
 	"repo/backend/backendtest"
@@ -258,14 +259,20 @@ func TestMissingPrefixDir(t *testing.T) {
 	}
 }
 
-// TestMissingQuarantineDir checks a repository created before quarantine/
-// existed: Open works, List finds nothing instead of failing, a missing
-// object is ErrNotExist, and the first Save makes the directory.
-func TestMissingQuarantineDir(t *testing.T) {
+// TestMissingTypeDir checks a repository created before quarantine/ or
+// plans/ existed: Open works, List finds nothing instead of failing, a
+// missing object is ErrNotExist, and the first Save makes the directory.
+func TestMissingTypeDir(t *testing.T) {
+	for _, ft := range []backend.FileType{backend.QuarantineFile, backend.PlanFile} {
+		t.Run(ft.String(), func(t *testing.T) { testMissingTypeDir(t, ft) })
+	}
+}
+
+func testMissingTypeDir(t *testing.T, ft backend.FileType) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	create(t, dir)
-	qdir := filepath.Join(dir, "quarantine")
+	qdir := filepath.Join(dir, ft.String())
 	if err := os.Remove(qdir); err != nil {
 		t.Fatal(err)
 	}
@@ -277,23 +284,23 @@ func TestMissingQuarantineDir(t *testing.T) {
 	list := func() []string {
 		t.Helper()
 		var got []string
-		if err := be.List(ctx, backend.QuarantineFile, func(fi backend.FileInfo) error {
+		if err := be.List(ctx, ft, func(fi backend.FileInfo) error {
 			got = append(got, fi.Name)
 			return nil
 		}); err != nil {
-			t.Fatalf("list quarantine: %v", err)
+			t.Fatalf("list %v: %v", ft, err)
 		}
 		return got
 	}
 	if got := list(); len(got) != 0 {
-		t.Errorf("list without quarantine/: got %q, want nothing", got)
+		t.Errorf("list without %v/: got %q, want nothing", ft, got)
 	}
-	h := backend.Handle{Type: backend.QuarantineFile, Name: "ab12"}
+	h := backend.Handle{Type: ft, Name: "ab12"}
 	if _, err := be.Stat(ctx, h); !errors.Is(err, backend.ErrNotExist) {
-		t.Errorf("stat without quarantine/: got %v, want ErrNotExist", err)
+		t.Errorf("stat without %v/: got %v, want ErrNotExist", ft, err)
 	}
 	if err := be.Remove(ctx, h); !errors.Is(err, backend.ErrNotExist) {
-		t.Errorf("remove without quarantine/: got %v, want ErrNotExist", err)
+		t.Errorf("remove without %v/: got %v, want ErrNotExist", ft, err)
 	}
 
 	save(t, be, h, "damaged")
@@ -302,7 +309,7 @@ func TestMissingQuarantineDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
-		t.Errorf("quarantine/: mode %v, want a directory with mode 0700", fi.Mode())
+		t.Errorf("%v/: mode %v, want a directory with mode 0700", ft, fi.Mode())
 	}
 	if got := list(); fmt.Sprint(got) != "[ab12]" {
 		t.Errorf("list after save: got %q, want [ab12]", got)
@@ -318,6 +325,83 @@ func TestMissingQuarantineDir(t *testing.T) {
 		t.Errorf("list after remove: got %q, want nothing", got)
 	}
 }
+
+// TestRemoveTemp plants temporary files as killed Saves leave them and
+// checks that RemoveTemp removes exactly the old ones, everywhere a Save
+// puts them, and that objects are untouched.
+func TestRemoveTemp(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	be := create(t, dir)
+	pack := backend.Handle{Type: backend.PackFile, Name: "3f" + strings.Repeat("0", 62)}
+	save(t, be, pack, "pack")
+	save(t, be, backend.Handle{Type: backend.PlanFile, Name: "ab"}, "plan")
+
+	old := time.Now().Add(-2 * time.Hour)
+	plant := func(rel string, size int, mtime time.Time) string {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.WriteFile(p, make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	stale := []string{
+		plant(".tmp-config1", 10, old),
+		plant("data/3f/.tmp-123", 1000, old),
+		plant("data/00/.tmp-456", 200, old),
+		plant("index/.tmp-7", 30, old),
+		plant("snapshots/.tmp-8", 4, old),
+		plant("plans/.tmp-9", 5, old),
+		plant("quarantine/.tmp-10", 6, old),
+	}
+	fresh := []string{
+		plant("data/3f/.tmp-running", 7, time.Now()),
+		plant("index/.tmp-running", 8, time.Now().Add(-30*time.Minute)),
+	}
+	other := []string{
+		plant("data/3f/.other", 9, old), // not a temporary file of ours
+		plant("index/tmp-1", 9, old),
+	}
+
+	n, size, err := be.RemoveTemp(ctx, time.Hour)
+	if err != nil {
+		t.Fatalf("remove temp: %v", err)
+	}
+	if n != len(stale) || size != 10+1000+200+30+4+5+6 {
+		t.Errorf("removed %d files of %d bytes, want %d of %d", n, size, len(stale), 10+1000+200+30+4+5+6)
+	}
+	for _, p := range stale {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: still there (%v)", p, err)
+		}
+	}
+	for _, p := range append(fresh, other...) {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("%s: removed: %v", p, err)
+		}
+	}
+	if got, err := backend.LoadAll(ctx, be, pack, nil); err != nil || string(got) != "pack" {
+		t.Errorf("pack after RemoveTemp: %q, %v", got, err)
+	}
+	// Reachable through wrappers, as prune finds it.
+	if _, ok := backend.As[backend.TempCleaner](wrapOnce(be)); !ok {
+		t.Error("backend.As does not find RemoveTemp through a wrapper")
+	}
+	for _, p := range append(fresh, other...) {
+		os.Remove(p) // the final checkNoTemp would complain
+	}
+}
+
+// unwrapper is a minimal wrapper, as retry and limit are.
+type unwrapper struct{ backend.Backend }
+
+func (u unwrapper) Unwrap() backend.Backend { return u.Backend }
+
+func wrapOnce(be backend.Backend) backend.Backend { return unwrapper{be} }
 
 // TestNotExistMessage pins the message format callers see.
 func TestNotExistMessage(t *testing.T) {

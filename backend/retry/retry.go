@@ -74,6 +74,9 @@ func New(be backend.Backend, o Options) *Backend {
 	return &Backend{Backend: be, opts: o.withDefaults()}
 }
 
+// Unwrap returns the wrapped backend (see backend.As).
+func (b *Backend) Unwrap() backend.Backend { return b.Backend }
+
 // do calls try until it succeeds, fails in a way try says is final, ctx is
 // done, or the attempts or the time budget are used up; it returns the
 // last attempt's error. try reports whether its error may be retried.

@@ -130,7 +130,7 @@ const dirMode = 0o700
 const fileMode = 0o400
 
 // types lists the FileTypes that own a directory (all but ConfigFile).
-var types = []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.QuarantineFile, backend.PackFile}
+var types = []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile, backend.LockFile, backend.QuarantineFile, backend.PlanFile, backend.PackFile}
 
 // Create makes the repository directory (with parents) and its layout,
 // including the 256 data/xx directories, and returns a backend on it. The
@@ -147,7 +147,7 @@ func Create(ctx context.Context, loc Location, opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// mkdirs makes the directory layout. The 262 mkdirs go out concurrently:
+// mkdirs makes the directory layout. The 263 mkdirs go out concurrently:
 // one after the other they would cost a round trip each.
 func (b *Backend) mkdirs(c *pkgsftp.Client) error {
 	// A directory that exists keeps its mode: its owner chose it.

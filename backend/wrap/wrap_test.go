@@ -132,3 +132,25 @@ func TestRetryWaitHoldsNoSlot(t *testing.T) {
 		t.Errorf("save: got %v, want context.Canceled", err)
 	}
 }
+
+// cleaner is a backend with the optional TempCleaner interface.
+type cleaner struct{ backend.Backend }
+
+func (cleaner) RemoveTemp(context.Context, time.Duration) (int, int64, error) { return 3, 42, nil }
+
+// TestAsThroughWrappers: optional interfaces of the innermost backend stay
+// reachable through every wrapper (and fault injection), and a backend
+// without one is reported as such.
+func TestAsThroughWrappers(t *testing.T) {
+	be := wrap.Wrap(faulty.New(cleaner{mem.New()}), all)
+	tc, ok := backend.As[backend.TempCleaner](be)
+	if !ok {
+		t.Fatal("TempCleaner not found through the wrappers")
+	}
+	if n, size, err := tc.RemoveTemp(context.Background(), time.Hour); n != 3 || size != 42 || err != nil {
+		t.Errorf("RemoveTemp = %d, %d, %v; want the inner backend's 3, 42, nil", n, size, err)
+	}
+	if _, ok := backend.As[backend.TempCleaner](wrap.Wrap(mem.New(), all)); ok {
+		t.Error("TempCleaner found on a wrapped mem backend, which has none")
+	}
+}

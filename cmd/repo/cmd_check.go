@@ -23,7 +23,9 @@ func newCheckCmd(g *globalOptions) *cobra.Command {
 		Long: `Check the repository without changing it: the config and keys open,
 every index file parses, every indexed pack exists with the size the index
 says, every snapshot's trees are readable and every block they reference is
-indexed. Packs that no index lists are reported as notes. With --read-data
+indexed. Packs that no index lists are reported as notes, and so is the
+plan of an interrupted prune or repair (the repository is consistent; run
+that command again to finish its work). With --read-data
 every pack is also downloaded and every block decrypted, decompressed and
 verified against its hash. Every problem found is reported, not just the
 first.

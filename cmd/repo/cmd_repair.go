@@ -32,6 +32,7 @@ func runRepair(ctx context.Context, g *globalOptions, o repairOptions, purgeOnly
 		DryRun:       o.dryRun,
 		NoQuarantine: o.noQuarantine,
 		SkipHeal:     purgeOnly || o.noHeal,
+		Op:           repo.OpRepair,
 		Report: func(msg string) {
 			if g.json {
 				printJSON(g.out, map[string]any{"message_type": "repair", "message": msg})
@@ -41,6 +42,9 @@ func runRepair(ctx context.Context, g *globalOptions, o repairOptions, purgeOnly
 				fmt.Fprintln(g.out, msg)
 			}
 		},
+	}
+	if purgeOnly {
+		opts.Op = repo.OpPurge
 	}
 	if o.from != nil {
 		opts.From = o.from

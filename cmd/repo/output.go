@@ -6,6 +6,8 @@ import (
 	"io"
 	"runtime/debug"
 	"time"
+
+	"repo/repo"
 )
 
 // version is set with -ldflags "-X main.version=…" by the Makefile.
@@ -34,18 +36,7 @@ func printJSON(w io.Writer, v any) {
 }
 
 // formatBytes renders n in binary units with one decimal, e.g. "985.3 MiB".
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func formatBytes(n int64) string { return repo.FormatBytes(n) }
 
 // formatDuration renders d as "1:02:03" or "2.35s" for short ones.
 func formatDuration(d time.Duration) string {
