@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -55,6 +54,14 @@ type Repository struct {
 	// lock is the lock this process holds, nil when none; writes that
 	// commit work check it first (checkLock).
 	lock atomic.Pointer[Lock]
+
+	// key is the master key, nil in an unencrypted repository; key add
+	// wraps it with another password (keys.go).
+	key *crypto.Key
+	// keyName is the key file the password opened ("" when unencrypted);
+	// ChangePassword moves it to the new file. Guarded by keyMu.
+	keyMu   sync.Mutex
+	keyName string
 }
 
 // blobKey identifies a blob within its type's namespace.
@@ -153,7 +160,7 @@ func Init(ctx context.Context, be backend.Backend, opts InitOptions) (*Config, e
 		if err != nil {
 			return nil, err
 		}
-		if _, err := addKey(ctx, be, key, opts.Password, opts.KDF); err != nil {
+		if _, err := addKey(ctx, be, key, opts.Password, opts.KDF, "", ""); err != nil {
 			return nil, err
 		}
 		sealer = crypto.NewAEAD(key)
@@ -173,15 +180,18 @@ func Init(ctx context.Context, be backend.Backend, opts InitOptions) (*Config, e
 }
 
 // addKey stores a new key file wrapping key with password and returns its
-// name.
-func addKey(ctx context.Context, be backend.Backend, key *crypto.Key, password string, kdf crypto.KDFParams) (string, error) {
+// name. host and username label the key; "" takes them from this machine
+// and process.
+func addKey(ctx context.Context, be backend.Backend, key *crypto.Key, password string, kdf crypto.KDFParams, host, username string) (string, error) {
 	kf, err := crypto.NewKeyFile(key, password, kdf)
 	if err != nil {
 		return "", fmt.Errorf("make key file: %w", err)
 	}
-	kf.Host, _ = os.Hostname()
-	if u, err := user.Current(); err == nil {
-		kf.Username = u.Username
+	if host != "" {
+		kf.Host = host
+	}
+	if username != "" {
+		kf.Username = username
 	}
 	buf, err := json.Marshal(kf)
 	if err != nil {
@@ -215,6 +225,7 @@ func Open(ctx context.Context, be backend.Backend, opts OpenOptions) (*Repositor
 
 	var sealer crypto.Sealer
 	var key *crypto.Key
+	var keyName string
 	if len(keys) == 0 {
 		sealer = crypto.NewPlain()
 	} else {
@@ -225,7 +236,7 @@ func Open(ctx context.Context, be backend.Backend, opts OpenOptions) (*Repositor
 		if err != nil {
 			return nil, err
 		}
-		key, sealer, err = openKey(ctx, be, keys, password, sealed)
+		keyName, key, sealer, err = openKey(ctx, be, keys, password, sealed)
 		if err != nil {
 			return nil, err
 		}
@@ -261,6 +272,8 @@ func Open(ctx context.Context, be backend.Backend, opts OpenOptions) (*Repositor
 		codec:   pack.NewCodec(sealer, level),
 		hasher:  hasher,
 		pending: make(map[blobKey]index.PackedBlob),
+		key:     key,
+		keyName: keyName,
 
 		indexInterval: opts.IndexInterval,
 	}
@@ -272,8 +285,8 @@ func Open(ctx context.Context, be backend.Backend, opts OpenOptions) (*Repositor
 
 // openKey finds the key file that password opens and whose master key
 // opens the config (a key file left by another repository's failed init
-// would unwrap but not open the config).
-func openKey(ctx context.Context, be backend.Backend, names []string, password string, config []byte) (*crypto.Key, crypto.Sealer, error) {
+// would unwrap but not open the config), and returns its name too.
+func openKey(ctx context.Context, be backend.Backend, names []string, password string, config []byte) (string, *crypto.Key, crypto.Sealer, error) {
 	var firstErr error
 	unwrapped := false
 	for _, name := range names {
@@ -300,19 +313,19 @@ func openKey(ctx context.Context, be backend.Backend, names []string, password s
 		if _, err := s.Open(nil, config); err != nil {
 			continue
 		}
-		return key, s, nil
+		return name, key, s, nil
 	}
 	// The password opened a key file, so it is right: the config is what
 	// fails.
 	if unwrapped {
-		return nil, nil, ErrConfigDamaged
+		return "", nil, nil, ErrConfigDamaged
 	}
 	// A wrong password is the likely cause even if some key was unreadable;
 	// say both.
 	if firstErr != nil {
-		return nil, nil, fmt.Errorf("%w (and %v)", ErrWrongPassword, firstErr)
+		return "", nil, nil, fmt.Errorf("%w (and %v)", ErrWrongPassword, firstErr)
 	}
-	return nil, nil, ErrWrongPassword
+	return "", nil, nil, ErrWrongPassword
 }
 
 // ValidCompression checks a compression name (auto, fastest, better, off).
@@ -376,6 +389,14 @@ func (r *Repository) CacheFallback() error { return r.cacheFallback }
 
 // Config returns the repository's config.
 func (r *Repository) Config() Config { return r.cfg }
+
+// KeyID returns the name of the key file this repository was opened with
+// (after ChangePassword, the new one), or "" when it is unencrypted.
+func (r *Repository) KeyID() string {
+	r.keyMu.Lock()
+	defer r.keyMu.Unlock()
+	return r.keyName
+}
 
 // Backend returns the backend the repository lives on.
 func (r *Repository) Backend() backend.Backend { return r.be }

@@ -27,6 +27,7 @@ type backupOptions struct {
 	freezeCmd     string
 	thawCmd       string
 	freezeTimeout time.Duration
+	time          string // --time: the snapshot's time instead of now
 }
 
 func newBackupCmd(g *globalOptions) *cobra.Command {
@@ -83,6 +84,7 @@ some entries could not be read, 10 no repository, 12 wrong password.`,
 	f.StringVar(&o.freezeCmd, "freeze-cmd", "", "shell `command` that freezes the source before the backup")
 	f.StringVar(&o.thawCmd, "thaw-cmd", "", "shell `command` that thaws it; always run once the freeze succeeded")
 	f.DurationVar(&o.freezeTimeout, "freeze-timeout", 0, "thaw and fail the backup if the source stays frozen longer than `duration` (0: no limit)")
+	f.StringVar(&o.time, "time", "", "record `time` as the snapshot's time instead of now: \"2006-01-02 15:04:05\" (local time) or RFC 3339")
 	return withLock(c, lockShared)
 }
 
@@ -120,6 +122,14 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 	if o.force && o.parent != "" {
 		return usageError("--force and --parent cannot be combined")
 	}
+	var snapTime time.Time
+	if o.time != "" {
+		t, err := parseSnapshotTime(o.time)
+		if err != nil {
+			return usageError("--time: %v", err)
+		}
+		snapTime = t
+	}
 	r, ctx, closeRepo, err := g.openRepository(ctx, true)
 	if err != nil {
 		return err
@@ -133,6 +143,7 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 		Tags:           o.tags,
 		Hostname:       o.host,
 		NoParent:       o.force,
+		Time:           snapTime,
 		ProgramVersion: version,
 		OnError: func(path string, err error) {
 			mu.Lock()
@@ -230,6 +241,21 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 		return errIncomplete
 	}
 	return nil
+}
+
+// parseSnapshotTime reads --time: "2006-01-02 15:04:05" or
+// "2006-01-02 15:04" in the local time zone (as snapshots shows times), or
+// RFC 3339 with an explicit offset.
+func parseSnapshotTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.DateTime, "2006-01-02 15:04"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q: want \"2006-01-02 15:04:05\" (local time) or RFC 3339 (2006-01-02T15:04:05Z)", s)
 }
 
 func printBackupSummary(g *globalOptions, sn *repo.Snapshot) {
