@@ -122,6 +122,11 @@ type Properties struct {
 	// Connections is how many operations the backend serves well at once;
 	// callers size their worker pools with it. At least 1.
 	Connections int
+	// ConsistentListing is true when a List that starts after a Save
+	// returned always shows the object (read-after-write consistent
+	// listings, e.g. a local file system). The lock protocol then needs no
+	// settle wait (docs/locks.md); when false, or unknown, it waits.
+	ConsistentListing bool
 }
 
 // Backend stores a repository's objects. Implementations must be safe for

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -535,7 +536,7 @@ func (a *archiver) saveVirtual(ctx context.Context, dir string, tn *targetNode, 
 		}
 		entries = append(entries, e)
 	}
-	return a.finishDir(ctx, dir, nil, entries, pn)
+	return a.finishDir(ctx, dir, nil, entries, pn, ptree)
 }
 
 // intermediateNode describes a directory on the way to a target. When
@@ -664,12 +665,14 @@ func (a *archiver) saveDir(ctx context.Context, dir string, info *source.Info, p
 		}
 		entries = append(entries, e)
 	}
-	return a.finishDir(ctx, dir, info, entries, pn)
+	return a.finishDir(ctx, dir, info, entries, pn, ptree)
 }
 
 // finishDir waits for the directory's files, stores its tree and returns
-// its node (info nil: the virtual root, which has no metadata).
-func (a *archiver) finishDir(ctx context.Context, dir string, info *source.Info, entries []pendingNode, pn *Node) (*Node, error) {
+// its node (info nil: the virtual root, which has no metadata). pn is the
+// directory's node in the parent snapshot and ptree its tree (both may be
+// nil).
+func (a *archiver) finishDir(ctx context.Context, dir string, info *source.Info, entries []pendingNode, pn *Node, ptree *Tree) (*Node, error) {
 	t := &Tree{Nodes: make([]Node, 0, len(entries))}
 	for _, e := range entries {
 		if e.skip {
@@ -703,7 +706,7 @@ func (a *archiver) finishDir(ctx context.Context, dir string, info *source.Info,
 	if err := ctx.Err(); err != nil {
 		return nil, a.s.Err()
 	}
-	id, err := a.s.SaveTree(t)
+	id, err := a.saveTree(t, pn, ptree)
 	if err != nil {
 		return nil, err
 	}
@@ -725,6 +728,30 @@ func (a *archiver) finishDir(ctx context.Context, dir string, info *source.Info,
 	}
 	a.mu.Unlock()
 	return &node, nil
+}
+
+// saveTree stores t like Saver.SaveTree, except that a tree equal to the
+// parent snapshot's tree ptree (at pn) is not encoded again: equal values
+// encode to equal bytes, so its id is the parent's. In an unchanged
+// directory hierarchy encoding the trees is most of a backup's work. The
+// comparison is exact (reflect.DeepEqual): a time decoded with another
+// location or a nil slice decoded as empty only makes it miss, and then the
+// tree is encoded as usual. The parent's tree blob must still be indexed,
+// which it normally is, having just been loaded.
+func (a *archiver) saveTree(t *Tree, pn *Node, ptree *Tree) (chunk.ID, error) {
+	if ptree != nil && pn != nil && pn.Subtree != nil {
+		t.Sort()
+		if reflect.DeepEqual(t.Nodes, ptree.Nodes) {
+			known, err := a.s.Known(index.TreeBlob, *pn.Subtree)
+			if err != nil {
+				return chunk.ID{}, err
+			}
+			if known {
+				return *pn.Subtree, nil
+			}
+		}
+	}
+	return a.s.SaveTree(t)
 }
 
 // nodeFromInfo converts what source read into a tree node (without

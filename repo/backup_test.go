@@ -532,7 +532,7 @@ func TestFinishDirSizeFromContent(t *testing.T) {
 	}
 	// As saveEntry counted them from Lstat.
 	a.sum.TotalFiles, a.sum.TotalBytes = 4, 2+5+9+7
-	node, err := a.finishDir(t.Context(), "/x", nil, entries, nil)
+	node, err := a.finishDir(t.Context(), "/x", nil, entries, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -181,6 +181,9 @@ func (l *Lock) refreshEvery() time.Duration {
 type Lock struct {
 	r    *Repository
 	opts LockOptions
+	// settle is the wait between writing the lock and listing again:
+	// opts.Settle, or zero on a backend with consistent listings.
+	settle time.Duration
 
 	mu sync.Mutex
 	// name is the current object in locks/; rec its content. lastRefresh
@@ -226,12 +229,19 @@ func nowWall() time.Time { return now().Round(0) }
 // exclusive create where the backend has it; the gate only serves
 // progress, never safety.
 func (r *Repository) Lock(ctx context.Context, opts LockOptions) (*Lock, context.Context, error) {
+	// The settle wait only helps where listings may lag; on a backend
+	// whose listings are read-after-write consistent it is skipped unless
+	// the caller asked for one.
+	skipSettle := opts.Settle <= 0 && r.be.Properties().ConsistentListing
 	opts.defaults()
 	self, err := selfRecord(opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	l := &Lock{r: r, opts: opts, rec: self, warned: map[string]bool{}}
+	l := &Lock{r: r, opts: opts, rec: self, warned: map[string]bool{}, settle: opts.Settle}
+	if skipSettle {
+		l.settle = 0
+	}
 	deadline := time.Now().Add(opts.RetryFor)
 	backoff := 100 * time.Millisecond
 	races := 0
@@ -295,7 +305,7 @@ func (l *Lock) try(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := sleepCtx(ctx, l.opts.Settle); err != nil {
+	if err := sleepCtx(ctx, l.settle); err != nil {
 		l.r.removeLock(context.WithoutCancel(ctx), name)
 		return err
 	}

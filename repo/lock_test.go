@@ -1358,3 +1358,32 @@ func procState(pid int) string {
 	}
 	return f[0]
 }
+
+// TestLockSettle: the settle wait is skipped on a backend whose listings
+// are consistent (a local directory on ext4 or tmpfs), unless asked for,
+// and kept where they may lag (mem does not claim consistency).
+func TestLockSettle(t *testing.T) {
+	localBe := newLockBackend(t, lockBackends[1])
+	if !localBe.Properties().ConsistentListing {
+		t.Skipf("the test directory's file system is not one local.localFileSystems knows")
+	}
+	memBe := newLockBackend(t, lockBackends[0])
+	for _, c := range []struct {
+		name   string
+		be     backend.Backend
+		settle time.Duration
+		want   time.Duration
+	}{
+		{"local default", localBe, 0, 0},
+		{"local asked", localBe, 30 * time.Millisecond, 30 * time.Millisecond},
+		{"mem default", memBe, 0, DefaultLockSettle},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := openTestRepo(t, c.be)
+			l, _ := mustLock(t, r, LockOptions{Command: "settle", Settle: c.settle})
+			if l.settle != c.want {
+				t.Errorf("settle %v, want %v", l.settle, c.want)
+			}
+		})
+	}
+}

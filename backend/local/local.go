@@ -54,6 +54,9 @@ var (
 type Backend struct {
 	location string // the directory as the user gave it, for messages
 	dir      string // the same directory made absolute, so a later chdir does not move the repository
+	// consistent: the directory is on a local file system, whose
+	// listings are read-after-write consistent (Properties).
+	consistent bool
 }
 
 const (
@@ -94,6 +97,7 @@ func Create(dir string) (*Backend, error) {
 			return nil, fmt.Errorf("create repository %s: %w", dir, err)
 		}
 	}
+	b.probe()
 	return b, nil
 }
 
@@ -113,6 +117,7 @@ func Open(dir string) (*Backend, error) {
 	case !fi.IsDir():
 		return nil, fmt.Errorf("open repository %s: not a directory: %w", dir, backend.ErrNotExist)
 	}
+	b.probe()
 	return b, nil
 }
 
@@ -127,13 +132,41 @@ func newBackend(dir string) (*Backend, error) {
 	return &Backend{location: dir, dir: abs}, nil
 }
 
+// probe records what the file system holding the repository offers; called
+// once the directory exists.
+func (b *Backend) probe() { b.consistent = consistentListing(b.dir) }
+
 // Location returns the directory as given to Create or Open.
 func (b *Backend) Location() string { return b.location }
 
 // Properties: hard links make Save exclusive; two connections keep a disk
 // busy without making it seek between many writers.
 func (b *Backend) Properties() backend.Properties {
-	return backend.Properties{ExclusiveCreate: true, Connections: 2}
+	return backend.Properties{ExclusiveCreate: true, Connections: 2, ConsistentListing: b.consistent}
+}
+
+// localFileSystems are the statfs magic numbers of file systems whose
+// directory listings show a file as soon as its creation returned: disks
+// and memory, not network file systems (NFS, SMB, FUSE filesystems, which
+// may cache listings). Anything not listed counts as possibly lagging.
+var localFileSystems = map[int64]bool{
+	0xEF53:     true, // ext2, ext3, ext4
+	0x58465342: true, // xfs
+	0x9123683E: true, // btrfs
+	0x01021994: true, // tmpfs
+	0x2FC12FC1: true, // zfs
+	0xF2F52010: true, // f2fs
+	0x794C7630: true, // overlayfs (over local layers, as in containers)
+}
+
+// consistentListing reports whether dir is on a local file system (see
+// localFileSystems).
+func consistentListing(dir string) bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return false
+	}
+	return localFileSystems[int64(st.Type)]
 }
 
 // filename returns the path of h, which must be valid: h.String() is its
