@@ -334,6 +334,19 @@ func ValidCompression(s string) error {
 	return err
 }
 
+// SetCompression overrides the repository's default compression (the
+// config's) for what this process stores: auto, fastest, better or off.
+// Call it before saving anything; readers need no setting, each blob
+// records how it was stored.
+func (r *Repository) SetCompression(s string) error {
+	level, err := compressionLevel(s)
+	if err != nil {
+		return err
+	}
+	r.codec = pack.NewCodec(r.sealer, level)
+	return nil
+}
+
 // compressionLevel maps a config or flag value to a zstd level.
 //
 // auto is zstd's fastest level, chosen by measurement on the shared

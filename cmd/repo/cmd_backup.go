@@ -28,6 +28,7 @@ type backupOptions struct {
 	thawCmd       string
 	freezeTimeout time.Duration
 	time          string // --time: the snapshot's time instead of now
+	compression   string // --compression: overrides the repository's default
 }
 
 func newBackupCmd(g *globalOptions) *cobra.Command {
@@ -78,6 +79,7 @@ some entries could not be read, 10 no repository, 12 wrong password.`,
 	f.StringArrayVar(&o.tags, "tag", nil, "add `tag` to the snapshot (repeatable)")
 	f.StringVar(&o.host, "host", "", "host name to record (default: this host)")
 	f.StringVar(&o.parent, "parent", "", "use snapshot `id` as parent instead of the latest one of the same host and paths")
+	f.StringVar(&o.compression, "compression", "", "compression for this backup: auto, fastest, better or off (default: the repository's, set by init)")
 	f.BoolVar(&o.force, "force", false, "read every file, even those unchanged since the parent")
 	f.StringArrayVar(&o.databases, "sqlite", nil, "save the live SQLite database `file` as one consistent transaction (repeatable)")
 	f.BoolVar(&o.fromCommand, "stdin-from-command", false, "run the command given after -- and save its output; keep the snapshot only if it exits 0")
@@ -130,9 +132,19 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 		}
 		snapTime = t
 	}
+	if o.compression != "" {
+		if err := repo.ValidCompression(o.compression); err != nil {
+			return usageError("--compression: %v", err)
+		}
+	}
 	r, ctx, closeRepo, err := g.openRepository(ctx, true)
 	if err != nil {
 		return err
+	}
+	if o.compression != "" {
+		if err := r.SetCompression(o.compression); err != nil {
+			return err
+		}
 	}
 	defer closeRepo()
 

@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"repo/internal/gentree"
@@ -97,4 +98,28 @@ func TestE2EInitOptions(t *testing.T) {
 			t.Errorf("refused init created %s (files left: %q)", loc, left)
 		}
 	})
+}
+
+// TestE2EBackupCompression: --compression overrides the repository's
+// default for one backup, what it stored restores exactly, and a bad value
+// is a usage error.
+func TestE2EBackupCompression(t *testing.T) {
+	r := newRepo(t)
+	src := filepath.Join(t.TempDir(), "src")
+	generate(t, src, gentree.Spec{Seed: 88, TextFiles: 30, TextMax: 32 << 10})
+	off := r.backup("--compression", "off", src)
+	if off.BytesStored < off.BytesAdded {
+		t.Errorf("--compression off stored %d bytes for %d added", off.BytesStored, off.BytesAdded)
+	}
+	writeFile(t, filepath.Join(src, "more.txt"), gentree.Text(newRand(89), 64<<10), 0o644, gentree.Epoch)
+	better := r.backup("--compression", "better", src)
+	if better.BytesStored*2 > better.BytesAdded {
+		t.Errorf("--compression better stored %d bytes for %d added of text", better.BytesStored, better.BytesAdded)
+	}
+	target := filepath.Join(t.TempDir(), "target")
+	r.mustRun("restore", better.SnapshotID, "--target", target)
+	compareTrees(t, scanTree(t, src), scanTree(t, restoredPath(target, src)), false)
+	if _, stderr, code := r.run(nil, "backup", "--compression", "bogus", src); code != exitUsage || !strings.Contains(stderr, "unknown compression") {
+		t.Errorf("--compression bogus: exit %d, %q", code, stderr)
+	}
 }
