@@ -808,22 +808,25 @@ func TestLockRefresh(t *testing.T) {
 // refresh before the holder's own abort rule (Valid) gives up on it.
 func TestLockRefreshStaleMargin(t *testing.T) {
 	tests := []struct {
-		name  string
-		stale time.Duration
+		name           string
+		refresh, stale time.Duration
 	}{
-		{"stale default", 0},
-		{"stale 4x refresh", 4 * testRefresh},
-		{"stale 3x refresh", 3 * testRefresh},
-		{"stale 2x refresh", 2 * testRefresh},
-		{"stale 1.2x refresh", 6 * testRefresh / 5},
-		{"stale below refresh (defaulted)", testRefresh / 2},
+		{"stale default", testRefresh, 0},
+		{"stale 4x refresh", testRefresh, 4 * testRefresh},
+		{"stale 3x refresh", testRefresh, 3 * testRefresh},
+		{"stale 2x refresh", testRefresh, 2 * testRefresh},
+		{"stale 1.2x refresh", testRefresh, 6 * testRefresh / 5},
+		// The refresh interval comes down to stale/6 = testRefresh; a
+		// stale age of testRefresh/2 would leave a margin of a few
+		// milliseconds, which a loaded machine's scheduler can miss.
+		{"stale below refresh (defaulted)", 12 * testRefresh, 6 * testRefresh},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := openTestRepo(t, newLockBackend(t, lockBackends[0]))
 			opts := testLockOpts(false, "margin")
-			opts.Refresh, opts.Stale = testRefresh, tt.stale
+			opts.Refresh, opts.Stale = tt.refresh, tt.stale
 			l, ctx := mustLock(t, r, opts)
 			first := l.Name()
 			select {
