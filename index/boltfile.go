@@ -149,3 +149,31 @@ func removeStalePrivate(dir, keep string) {
 		_ = os.RemoveAll(p)
 	}
 }
+
+// removeStaleTemp removes the temporary files that a crashed holder of the
+// shared cache in dir left behind: new cache files of createFile that
+// nobody holds locked, and run files of a bulk load (normally unlinked as
+// soon as they are created), once stalePrivateAge old. The caller holds
+// the shared cache. Errors are ignored: this is housekeeping.
+func removeStaleTemp(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		isNew := strings.HasPrefix(name, cacheFile+tempFileSuffix)
+		if e.IsDir() || !isNew && !strings.HasPrefix(name, bulkRunPrefix) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || time.Since(fi.ModTime()) < stalePrivateAge {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if isNew && lockSupported && lockedByOther(p) {
+			continue
+		}
+		_ = os.Remove(p)
+	}
+}

@@ -84,8 +84,21 @@ var (
 	// 50k rewrites nearly the whole file. Measured on a fresh 1M-blob Sync:
 	// 50k per batch wrote 1127 MiB, 100k 601 MiB, 250k 323 MiB, 1M 171 MiB
 	// (the file is 180 MiB). The cost is memory: bbolt keeps every touched
-	// leaf decoded on the heap until the commit.
+	// leaf decoded on the heap until the commit, and reads it through the
+	// memory map (see trimMapping) — so in a large cache a transaction
+	// takes largeCacheBatch blobs at most.
 	batchBlobs = 200_000
+	// largeCacheBytes and largeCacheBatch: once the pages in use exceed
+	// largeCacheBytes, the memory map is trimmed (see trimMapping), and a
+	// write transaction of the incremental writer takes at most
+	// largeCacheBatch blobs. Each put into a large tree
+	// dirties a leaf of its own and its parent, which the commit reads
+	// again to free them, so the transaction maps about 130 KiB per put
+	// (fault-around) before the trim after the commit, and holds as much
+	// decoded on the heap: 256 puts, about 32 MiB. Bulk loads fill large
+	// caches; this is for what backups and other hosts add later.
+	largeCacheBytes int64 = 64 << 20
+	largeCacheBatch       = 256
 	// initialMmapSize is 1 GiB on 64-bit platforms, 0 (bbolt's default)
 	// where address space is scarce.
 	initialMmapSize = 1 << 30 * (strconv.IntSize / 64)
@@ -93,8 +106,16 @@ var (
 	allocSize = 1 << 20
 	// stalePrivateAge is how old an unlocked private cache directory must
 	// be before another process removes it (a younger one may belong to a
-	// process between creating it and locking its file).
+	// process between creating it and locking its file). The same age
+	// applies to the temporary files of createFile and of bulk loads.
 	stalePrivateAge = time.Minute
+	// trimLookups is how many lookups may run between two trims of the
+	// memory map (see trimMapping): each maps up to about 200 KiB (a leaf
+	// and a branch page or two, 64 KiB each with fault-around), so 64
+	// lookups, at most about 12 MiB.
+	trimLookups uint64 = 64
+	// trimEach is how many entries Each reads between two trims.
+	trimEach = 1 << 16
 )
 
 // Cache answers blob lookups from a bbolt file under a per-repository
@@ -103,7 +124,6 @@ var (
 // another process is replaced by a private temporary one, so opening never
 // hangs or fails because of the cache's state. Safe for concurrent use.
 type Cache struct {
-	db      *bolt.DB
 	path    string // of the bbolt file
 	private string // the private temporary directory; "" for the shared cache
 
@@ -111,6 +131,16 @@ type Cache struct {
 	// sequences must not interleave. Lookup and Each do not take it: bbolt
 	// read transactions run concurrently with each other and with a writer.
 	mu sync.Mutex
+
+	// db is the open bbolt file. install replaces it (holding mu, and
+	// dbMu for the swap alone); readers take dbMu only to start a transaction
+	// (beginRead), which then finishes on the file it started on: the old
+	// file is closed once its transactions end. Writers, holding mu, use
+	// db directly.
+	dbMu sync.RWMutex
+	db   *bolt.DB
+
+	lookups atomic.Uint64 // counts Lookups, to trim the memory map every trimLookups
 
 	broken atomic.Bool // set once a corruption was detected; never cleared
 
@@ -140,6 +170,9 @@ func OpenCache(dir string) (*Cache, error) {
 	switch {
 	case err == nil:
 		removeStalePrivate(dir, "")
+		// Only the holder of the shared cache creates temporary files
+		// beside it (private caches keep theirs in their directory).
+		removeStaleTemp(dir)
 		return &Cache{db: db, path: path}, nil
 	case isOpenFileError(err):
 		return nil, fmt.Errorf("open index cache: %w", err)
@@ -374,11 +407,18 @@ type fileState struct {
 //
 // A listed file that another loaded file supersedes is ignored (not loaded,
 // or, if its entries are already in the cache, the cache is rebuilt without
-// it). Files are committed in batches as they load, so a cancelled Sync
-// keeps what it finished. A file that fails to load is not recorded: Sync
-// goes on with the others and returns the failures joined, with the stats
-// of what it did; the next Sync tries the file again. Cancellation of ctx
-// stops Sync at once.
+// it). A file that fails to load is not recorded: Sync goes on with the
+// others and returns the failures joined, with the stats of what it did;
+// the next Sync tries the file again. Cancellation of ctx stops Sync at
+// once; it keeps the files it loaded if they fit in one transaction.
+//
+// New files are loaded first and then written through the incremental
+// writer, in batches; when they hold many entries (more than bulkMinBlobs,
+// and more than a small fraction of those cached), Sync bulk-loads them
+// instead (see bulk.go): their entries are sorted into temporary runs and
+// merged with the cached ones into a new file, which then replaces the old
+// one, so that memory stays bounded however many blobs the repository
+// holds. A bulk load is all or nothing: cancelled, it keeps nothing.
 func (c *Cache) Sync(ctx context.Context, src Source) (SyncStats, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -453,62 +493,6 @@ func (c *Cache) Sync(ctx context.Context, src Source) (SyncStats, error) {
 		stats.Known = 0
 		stats.Rebuilt = true
 	}
-}
-
-// syncPass loads and inserts every listed file that is neither complete in
-// files nor in sup, updating both. It reports needRebuild when a loaded file
-// supersedes one whose entries are in the cache; from then on it only loads
-// files to learn what they supersede, and commits nothing more.
-func (c *Cache) syncPass(ctx context.Context, src Source, listed []chunk.ID, files map[chunk.ID]fileState,
-	sup map[chunk.ID]bool, stats *SyncStats) (needRebuild bool, loadErrs []error, err error) {
-	w := c.newWriter()
-	defer w.abort()
-	// stop ends the pass on cancellation, committing what was loaded
-	// unless it is to be cleared anyway.
-	stop := func(ctxErr error) (bool, []error, error) {
-		err := fmt.Errorf("sync index cache: %w", ctxErr)
-		if !needRebuild {
-			err = errors.Join(err, w.finish())
-		}
-		return needRebuild, nil, err
-	}
-	for _, id := range listed {
-		if files[id].complete || sup[id] {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return stop(err)
-		}
-		f, err := src.LoadIndex(ctx, id)
-		stats.Loaded++
-		if err != nil {
-			if ctxErr := ctx.Err(); ctxErr != nil {
-				return stop(ctxErr)
-			}
-			loadErrs = append(loadErrs, fmt.Errorf("load index %s: %w", id.Short(), err))
-			continue
-		}
-		for _, s := range f.Supersedes {
-			if s == id {
-				continue // nonsense, but must not make a file ignore itself
-			}
-			sup[s] = true
-			if _, cached := files[s]; cached {
-				needRebuild = true
-			}
-		}
-		if needRebuild {
-			continue // everything is cleared before the next pass
-		}
-		if err := w.add(id, f); err != nil {
-			return false, nil, err
-		}
-		files[id] = fileState{complete: true, supersedes: f.Supersedes}
-	}
-	if needRebuild {
-		return true, loadErrs, nil // the deferred abort drops the batch
-	}
-	return false, loadErrs, w.finish()
 }
 
 // supersededBy returns the set of ids that the files supersede.
@@ -588,8 +572,96 @@ func (c *Cache) readFiles() (files map[chunk.ID]fileState, err error) {
 	return files, nil
 }
 
-// clear empties the data buckets in one transaction.
+// clear empties the cache: by replacing its file with a new one where the
+// cache file can be locked and renamed over (see replaceFile), else, or if
+// that fails, by emptying the data buckets in one transaction.
+//
+// Emptying the buckets is cheap for bbolt's heap but not for the resident
+// set: DeleteBucket reads every page of the bucket (to find sub-buckets and
+// free the pages), which maps the whole file into the process — on a cache
+// of 10 million blobs about 700 MiB at once — while a new file costs two
+// small commits.
 func (c *Cache) clear() error {
+	if err := c.replaceFile(); err == nil {
+		return nil
+	}
+	return c.clearBuckets()
+}
+
+// replaceFile swaps in a new, empty cache file for the current one. The
+// caller holds mu.
+func (c *Cache) replaceFile() error {
+	db, name, err := c.createFile()
+	if err != nil {
+		return err
+	}
+	if err := c.install(db, name); err != nil {
+		_ = guard(db.Close)
+		_ = os.Remove(name)
+		return err
+	}
+	return nil
+}
+
+// createFile creates a new, empty cache file beside the current one (as
+// cacheFile.new-*, removed by a later OpenCache if a crash leaves it
+// behind), opened and locked like any cache file, for install.
+func (c *Cache) createFile() (*bolt.DB, string, error) {
+	if !lockSupported {
+		// The lock would be bbolt's own, and Windows cannot rename over
+		// an open file anyway.
+		return nil, "", errors.New("cache files cannot be replaced here")
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(c.path), cacheFile+tempFileSuffix+"*")
+	if err != nil {
+		return nil, "", err
+	}
+	name := tmp.Name()
+	if err := tmp.Close(); err != nil {
+		_ = os.Remove(name)
+		return nil, "", err
+	}
+	db, err := openChecked(name, false)
+	if err != nil {
+		_ = os.Remove(name)
+		return nil, "", err
+	}
+	return db, name, nil
+}
+
+// install renames the file name, open as db (from createFile), over the
+// cache file and makes it the cache's; the old file is closed once the
+// read transactions still running on it end. The caller holds mu, and has
+// no transaction open on the old file.
+//
+// The lock is never released meanwhile: from the rename on, OpenCache in
+// another process finds the new file, locked. One that opened the old file
+// just before the rename and then gets its lock when it is closed holds a
+// valid cache that no name leads to any more: it stays correct (Sync
+// brings it up to date) and vanishes when that process closes it.
+func (c *Cache) install(db *bolt.DB, name string) error {
+	if err := os.Rename(name, c.path); err != nil {
+		return err
+	}
+	c.dbMu.Lock()
+	old := c.db
+	c.db = db
+	c.dbMu.Unlock()
+	// The old file has no name any more: an error closing it loses
+	// nothing.
+	_ = guard(old.Close)
+	return nil
+}
+
+// tempFileSuffix follows cacheFile in the name of the new file of
+// replaceFile; bulkRunPrefix starts the names of the bulk load's run files.
+const (
+	tempFileSuffix = ".new-"
+	bulkRunPrefix  = "bulk-"
+)
+
+// clearBuckets empties the data buckets in one transaction.
+func (c *Cache) clearBuckets() error {
 	err := guard(func() error {
 		return c.db.Update(func(tx *bolt.Tx) error {
 			for _, name := range dataBuckets {
@@ -620,25 +692,30 @@ func (c *Cache) clear() error {
 type writer struct {
 	c       *Cache
 	tx      *bolt.Tx // nil between transactions
+	limit   int      // blobs per transaction: batchBlobs, or less in a large cache (set by begin)
 	pending []kv     // blob entries to put before the commit
 	arena   []byte   // backs the keys and values handed to Put
 }
 
 type kv struct{ k, v []byte }
 
-// arenaChunk is the allocation unit of writer.copy.
+// arenaChunk is the allocation unit of arenaCopy.
 const arenaChunk = 256 << 10
 
 // copy returns a copy of b that stays valid until the transaction ends, as
-// bbolt's Put requires, without one allocation per key and value. Slices
-// handed out earlier keep the old chunk alive when a new one is started.
-func (w *writer) copy(b []byte) []byte {
-	if len(w.arena)+len(b) > cap(w.arena) {
-		w.arena = make([]byte, 0, max(arenaChunk, len(b)))
+// bbolt's Put requires (see arenaCopy).
+func (w *writer) copy(b []byte) []byte { return arenaCopy(&w.arena, b) }
+
+// arenaCopy returns a copy of b in *arena, without one allocation per key
+// and value. Slices handed out earlier keep the old chunk alive when a new
+// one is started.
+func arenaCopy(arena *[]byte, b []byte) []byte {
+	if len(*arena)+len(b) > cap(*arena) {
+		*arena = make([]byte, 0, max(arenaChunk, len(b)))
 	}
-	start := len(w.arena)
-	w.arena = append(w.arena, b...)
-	return w.arena[start:len(w.arena):len(w.arena)]
+	start := len(*arena)
+	*arena = append(*arena, b...)
+	return (*arena)[start:len(*arena):len(*arena)]
 }
 
 func (c *Cache) newWriter() *writer { return &writer{c: c} }
@@ -651,7 +728,7 @@ func (w *writer) add(id chunk.ID, f *File) (err error) {
 	for _, p := range f.Packs {
 		total += len(p.Blobs)
 	}
-	if len(w.pending) > 0 && len(w.pending)+total > batchBlobs {
+	if len(w.pending) > 0 && len(w.pending)+total > w.limit {
 		if err := w.commit(); err != nil {
 			return err
 		}
@@ -663,7 +740,7 @@ func (w *writer) add(id chunk.ID, f *File) (err error) {
 	for _, s := range f.Supersedes {
 		state = append(state, s[:]...)
 	}
-	if len(w.pending)+total > batchBlobs {
+	if len(w.pending)+total > w.limit {
 		// The file will span transactions: record it pending in the first.
 		state[0] = filePending
 		if err := w.tx.Bucket(filesBucket).Put(w.copy(id[:]), w.copy(state)); err != nil {
@@ -697,7 +774,7 @@ func (w *writer) add(id chunk.ID, f *File) (err error) {
 			binary.BigEndian.PutUint32(val[12:], b.RawLength)
 			val[16] = b.Compression
 			w.pending = append(w.pending, kv{w.copy(key[:]), w.copy(val[:])})
-			if len(w.pending) >= batchBlobs {
+			if len(w.pending) >= w.limit {
 				if err := w.commit(); err != nil {
 					return err
 				}
@@ -711,7 +788,7 @@ func (w *writer) add(id chunk.ID, f *File) (err error) {
 	if err := w.tx.Bucket(filesBucket).Put(w.copy(id[:]), state); err != nil {
 		return err
 	}
-	if len(w.pending) >= batchBlobs {
+	if len(w.pending) >= w.limit {
 		return w.commit()
 	}
 	return nil
@@ -725,7 +802,10 @@ func (w *writer) begin() error {
 	if err != nil {
 		return err
 	}
-	w.tx = tx
+	w.tx, w.limit = tx, batchBlobs
+	if tx.Size() > largeCacheBytes {
+		w.limit = min(batchBlobs, largeCacheBatch)
+	}
 	return nil
 }
 
@@ -753,7 +833,26 @@ func (w *writer) commit() error {
 	if testHookCommitted != nil {
 		testHookCommitted(w.c)
 	}
-	return nil
+	return trim(w.c.db)
+}
+
+// trim drops the pages of db read so far from the resident set (see
+// trimMapping). The caller holds mu: no other goroutine commits.
+func trim(db *bolt.DB) error {
+	tx, err := db.Begin(false)
+	if err != nil {
+		return err
+	}
+	trimMapping(db, tx)
+	return tx.Rollback()
+}
+
+// beginRead starts a read transaction on the current file (see dbMu).
+func (c *Cache) beginRead() (*bolt.DB, *bolt.Tx, error) {
+	c.dbMu.RLock()
+	defer c.dbMu.RUnlock()
+	tx, err := c.db.Begin(false)
+	return c.db, tx, err
 }
 
 // testHookCommitted, when set by a test, is called after each commit of a
@@ -800,11 +899,14 @@ func (c *Cache) Lookup(t BlobType, id chunk.ID) (pb PackedBlob, ok bool, err err
 	}()
 	defer recoverCorrupt(&err, debug.SetPanicOnFault(true))
 
-	tx, err := c.db.Begin(false)
+	db, tx, err := c.beginRead()
 	if err != nil {
 		return PackedBlob{}, false, err
 	}
 	defer func() { _ = tx.Rollback() }()
+	if c.lookups.Add(1)%trimLookups == 0 {
+		trimMapping(db, tx)
+	}
 	blobs, packs := tx.Bucket(blobsBucket), tx.Bucket(packsBucket)
 	if blobs == nil || packs == nil {
 		return PackedBlob{}, false, fmt.Errorf("missing bucket: %w", ErrCacheCorrupt)
@@ -880,27 +982,34 @@ func (c *Cache) Each(fn func(PackedBlob) error) (err error) {
 			err = fmt.Errorf("%w: bbolt panicked: %v", ErrCacheCorrupt, r)
 		}
 	}(debug.SetPanicOnFault(true))
-	return c.db.View(func(tx *bolt.Tx) error {
-		blobs, packs := tx.Bucket(blobsBucket), tx.Bucket(packsBucket)
-		if blobs == nil || packs == nil {
-			return fmt.Errorf("missing bucket: %w", ErrCacheCorrupt)
+	db, tx, err := c.beginRead()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	blobs, packs := tx.Bucket(blobsBucket), tx.Bucket(packsBucket)
+	if blobs == nil || packs == nil {
+		return fmt.Errorf("missing bucket: %w", ErrCacheCorrupt)
+	}
+	memo := make(map[uint32]chunk.ID)
+	cur := blobs.Cursor()
+	n := 0
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		pb, err := decodeEntry(packs, k, v, memo)
+		if err != nil {
+			return err
 		}
-		memo := make(map[uint32]chunk.ID)
-		cur := blobs.Cursor()
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			pb, err := decodeEntry(packs, k, v, memo)
-			if err != nil {
-				return err
-			}
-			inFn = true
-			fnErr = fn(pb)
-			inFn = false
-			if fnErr != nil {
-				return fnErr
-			}
+		inFn = true
+		fnErr = fn(pb)
+		inFn = false
+		if fnErr != nil {
+			return fnErr
 		}
-		return nil
-	})
+		if n++; n%trimEach == 0 {
+			trimMapping(db, tx)
+		}
+	}
+	return nil
 }
 
 // Close closes the cache and removes it if private.
@@ -915,7 +1024,10 @@ func (c *Cache) Close() error {
 				c.closeErr = fmt.Errorf("remove corrupt index cache: %w", err)
 			}
 		}
-		if err := guard(c.db.Close); err != nil {
+		c.dbMu.RLock()
+		db := c.db
+		c.dbMu.RUnlock()
+		if err := guard(db.Close); err != nil {
 			c.closeErr = errors.Join(c.closeErr, fmt.Errorf("close index cache: %w", err))
 		}
 		if c.private != "" {
