@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -101,6 +102,9 @@ type RestoreOptions struct {
 	// Target directory; created if missing. Nothing is written outside it,
 	// whatever names or symlinks the snapshot holds.
 	Target string
+	// Overwrite says what happens to entries already at the target; the
+	// zero value, OverwriteAlways, replaces them.
+	Overwrite Overwrite
 	// OnError is told about each entry that could not be restored; the
 	// restore goes on. May be called concurrently.
 	OnError func(path string, err error)
@@ -118,6 +122,14 @@ type RestoreStats struct {
 	Other    int   `json:"other"`
 	Bytes    int64 `json:"bytes"`
 	Errors   int   `json:"errors"`
+	// FilesSkipped regular files were left at the target instead of being
+	// written (RestoreOptions.Overwrite: unchanged, or kept by the mode),
+	// BytesSkipped is their size in the snapshot, and OtherSkipped counts
+	// symlinks, devices, FIFOs and entries in the place of a directory
+	// left the same way. Files, Symlinks and Other do not include them.
+	FilesSkipped int   `json:"files_skipped"`
+	BytesSkipped int64 `json:"bytes_skipped"`
+	OtherSkipped int   `json:"other_skipped"`
 	// Databases is the number of database images restored, and
 	// DatabasesDamaged how many of them failed their integrity check.
 	Databases        int `json:"databases,omitempty"`
@@ -143,10 +155,11 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, subpath string, 
 		return RestoreStats{}, fmt.Errorf("open target: %w", err)
 	}
 	rs := &restorer{
-		r:       r,
-		onError: opts.OnError,
-		files:   make(chan restoreJob, 64),
-		isRoot:  os.Geteuid() == 0,
+		r:         r,
+		onError:   opts.OnError,
+		files:     make(chan []restoreJob, 64),
+		isRoot:    os.Geteuid() == 0,
+		overwrite: opts.Overwrite,
 	}
 	if rs.onError == nil {
 		rs.onError = func(string, error) {}
@@ -166,6 +179,9 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, subpath string, 
 		err = rs.restoreTree(ctx, top, *node.Subtree)
 	} else {
 		err = rs.restoreNode(ctx, top, node.Name, clean, node)
+	}
+	if ferr := rs.flushBatches(ctx); err == nil {
+		err = ferr
 	}
 	close(rs.files)
 	wg.Wait()
@@ -191,8 +207,13 @@ func restoreWorkers() int { return min(max(4, 2*runtime.GOMAXPROCS(0)), 8) }
 type restorer struct {
 	r       *Repository
 	onError func(string, error)
-	files   chan restoreJob
-	isRoot  bool
+	// files carries a single file to a worker, or a batch of small
+	// files stored in one pack (see packBatcher).
+	files     chan []restoreJob
+	batcher   packBatcher
+	isRoot    bool
+	overwrite Overwrite
+	zeros     zeroBlobs
 
 	mu     sync.Mutex
 	stats  RestoreStats
@@ -259,8 +280,11 @@ type dirState struct {
 	parent *dirState // nil for the target
 	name   string    // in the parent
 	shown  string    // the snapshot path, for messages
-	node   *Node     // nil for the target, whose metadata is left alone
-	refs   atomic.Int64
+	// node's metadata is set when the directory is complete; nil for the
+	// target and for an existing directory the Overwrite mode keeps as
+	// it is.
+	node *Node
+	refs atomic.Int64
 }
 
 type restoreJob struct {
@@ -268,6 +292,8 @@ type restoreJob struct {
 	name  string
 	shown string
 	node  *Node
+	// blob is where the one blob of a batched file is stored.
+	blob index.PackedBlob
 }
 
 func (rs *restorer) report(shown string, err error) {
@@ -320,13 +346,27 @@ func (rs *restorer) restoreTree(ctx context.Context, d *dirState, id chunk.ID) e
 func (rs *restorer) restoreNode(ctx context.Context, d *dirState, name, shown string, n *Node) error {
 	switch n.Type {
 	case NodeDir:
+		meta := n
+		fi, err := rs.existing(d.root, name)
+		if err != nil {
+			rs.report(shown, err)
+			return nil
+		}
+		if fi != nil && rs.overwrite.keeps(fi, n) {
+			if !fi.IsDir() {
+				// Kept in the directory's place: nothing to restore into.
+				rs.count(func(s *RestoreStats) { s.OtherSkipped++ })
+				return nil
+			}
+			meta = nil
+		}
 		sub, err := mkdirRoot(d.root, name)
 		if err != nil {
 			rs.report(shown, err)
 			return nil
 		}
 		rs.count(func(s *RestoreStats) { s.Dirs++ })
-		child := &dirState{root: sub, parent: d, name: name, shown: shown, node: n}
+		child := &dirState{root: sub, parent: d, name: name, shown: shown, node: meta}
 		child.refs.Store(1)
 		d.refs.Add(1)
 		err = rs.restoreTree(ctx, child, *n.Subtree)
@@ -334,13 +374,15 @@ func (rs *restorer) restoreNode(ctx context.Context, d *dirState, name, shown st
 		return err
 	case NodeFile:
 		d.refs.Add(1)
-		select {
-		case rs.files <- restoreJob{d, name, shown, n}:
-		case <-ctx.Done():
-			rs.release(d)
-			return ctx.Err()
+		job := restoreJob{dir: d, name: name, shown: shown, node: n}
+		if batched, err := rs.batch(ctx, job); batched || err != nil {
+			return err
 		}
+		return rs.send(ctx, []restoreJob{job})
 	case NodeSymlink:
+		if kept, err := rs.keepSpecial(d.root, name, shown, n); kept || err != nil {
+			return nil
+		}
 		if err := clearEntry(d.root, name); err != nil {
 			rs.report(shown, err)
 			return nil
@@ -349,16 +391,12 @@ func (rs *restorer) restoreNode(ctx context.Context, d *dirState, name, shown st
 			rs.report(shown, err)
 			return nil
 		}
-		if rs.isRoot {
-			if err := d.root.Lchown(name, int(n.UID), int(n.GID)); err != nil {
-				rs.report(shown, err)
-			}
-		}
-		if err := lchtimes(d.root, name, n); err != nil {
-			rs.report(shown, err)
-		}
+		rs.symlinkMeta(d.root, name, shown, n)
 		rs.count(func(s *RestoreStats) { s.Symlinks++ })
 	case NodeFIFO, NodeDevice, NodeCharDevice:
+		if kept, err := rs.keepSpecial(d.root, name, shown, n); kept || err != nil {
+			return nil
+		}
 		if err := mknod(d.root, name, n); err != nil {
 			rs.report(shown, err)
 			return nil
@@ -461,6 +499,19 @@ func lchtimes(dir *os.Root, name string, n *Node) error {
 	return nil
 }
 
+// symlinkMeta sets the owner (when running as root) and times of the
+// symlink name in dir; a link has no mode of its own.
+func (rs *restorer) symlinkMeta(dir *os.Root, name, shown string, n *Node) {
+	if rs.isRoot {
+		if err := dir.Lchown(name, int(n.UID), int(n.GID)); err != nil {
+			rs.report(shown, err)
+		}
+	}
+	if err := lchtimes(dir, name, n); err != nil {
+		rs.report(shown, err)
+	}
+}
+
 // timespec converts t without UnixNano, which overflows past 2262.
 func timespec(t time.Time) unix.Timespec {
 	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
@@ -499,24 +550,90 @@ func toSourceXattrs(xs []Xattr) []source.Xattr {
 	return out
 }
 
-func (rs *restorer) fileWorker(ctx context.Context) {
-	var w contentWriter
-	for job := range rs.files {
-		if ctx.Err() == nil {
-			if err := rs.restoreFile(ctx, &w, job); err != nil {
-				rs.report(job.shown, err)
-			} else {
-				rs.count(func(s *RestoreStats) { s.Files++ })
-			}
+// send queues jobs for the workers; on cancellation it releases them.
+func (rs *restorer) send(ctx context.Context, jobs []restoreJob) error {
+	select {
+	case rs.files <- jobs:
+		return nil
+	case <-ctx.Done():
+		for _, job := range jobs {
+			rs.release(job.dir)
 		}
-		rs.release(job.dir)
+		return ctx.Err()
 	}
 }
 
-// restoreFile writes one file: created new (an entry already there is
-// removed first, so a symlink in its place is never followed), every blob
-// verified, removed again if anything fails.
-func (rs *restorer) restoreFile(ctx context.Context, w *contentWriter, job restoreJob) error {
+func (rs *restorer) fileWorker(ctx context.Context) {
+	var w contentWriter
+	for jobs := range rs.files {
+		switch {
+		case ctx.Err() != nil:
+			for _, job := range jobs {
+				rs.release(job.dir)
+			}
+		case len(jobs) == 1 && jobs[0].blob.Pack.IsNull():
+			job := jobs[0]
+			kept, err := rs.keepExisting(ctx, &w, job)
+			if err == nil && !kept {
+				err = rs.writeFile(job, func(f *os.File) (int64, error) {
+					return w.write(ctx, rs.r, &rs.zeros, f, job.node)
+				})
+			}
+			rs.finish(job, kept, err)
+		default:
+			rs.restoreBatch(ctx, &w, jobs)
+		}
+	}
+}
+
+// finish counts the file of job as written, kept or failed, and releases
+// its directory.
+func (rs *restorer) finish(job restoreJob, kept bool, err error) {
+	switch {
+	case err != nil:
+		rs.report(job.shown, err)
+	case kept:
+		rs.count(func(s *RestoreStats) {
+			s.FilesSkipped++
+			s.BytesSkipped += int64(job.node.Size)
+		})
+	default:
+		rs.count(func(s *RestoreStats) { s.Files++ })
+	}
+	rs.release(job.dir)
+}
+
+// keepExisting looks at what is already where job's file goes and reports
+// whether the Overwrite mode keeps it (never under OverwriteAlways, which
+// does not look). A file kept under OverwriteIfChanged is the snapshot's:
+// it is finished as if it had been written.
+func (rs *restorer) keepExisting(ctx context.Context, w *contentWriter, job restoreJob) (bool, error) {
+	dir, name, n := job.dir.root, job.name, job.node
+	fi, err := rs.existing(dir, name)
+	if err != nil || fi == nil {
+		return false, err
+	}
+	keep, err := rs.keepFile(ctx, w, dir, name, fi, n)
+	if err != nil || !keep {
+		return false, err
+	}
+	if rs.overwrite == OverwriteIfChanged {
+		if n.Database != nil {
+			if err := removeDatabaseSidecars(dir, name); err != nil {
+				return false, err
+			}
+			rs.addDatabase(job)
+		}
+		rs.fixFileMeta(dir, name, job.shown, n)
+	}
+	return true, nil
+}
+
+// writeFile writes the file of job: created new (an entry already there is
+// removed first, so a symlink in its place is never followed), its content
+// written by fill (which returns the length) and verified, removed again
+// if anything fails.
+func (rs *restorer) writeFile(job restoreJob, fill func(*os.File) (int64, error)) error {
 	dir, name, n := job.dir.root, job.name, job.node
 	if n.Database != nil {
 		if err := removeDatabaseSidecars(dir, name); err != nil {
@@ -536,7 +653,7 @@ func (rs *restorer) restoreFile(ctx context.Context, w *contentWriter, job resto
 	if err != nil {
 		return err
 	}
-	size, err := w.write(ctx, rs.r, f, n)
+	size, err := fill(f)
 	if err == nil && uint64(size) != n.Size {
 		err = fmt.Errorf("content is %d bytes, the snapshot says %d", size, n.Size)
 	}
@@ -563,11 +680,16 @@ func (rs *restorer) restoreFile(ctx context.Context, w *contentWriter, job resto
 		rs.report(job.shown, err)
 	}
 	if n.Database != nil {
-		rs.mu.Lock()
-		rs.databases = append(rs.databases, restoredDatabase{rel: filepath.Join(job.dir.rel(), name), shown: job.shown})
-		rs.mu.Unlock()
+		rs.addDatabase(job)
 	}
 	return nil
+}
+
+// addDatabase queues the database image of job for the integrity check.
+func (rs *restorer) addDatabase(job restoreJob) {
+	rs.mu.Lock()
+	rs.databases = append(rs.databases, restoredDatabase{rel: filepath.Join(job.dir.rel(), job.name), shown: job.shown})
+	rs.mu.Unlock()
 }
 
 // maxCoalesce bounds one ranged read that serves several adjacent blobs.
@@ -578,16 +700,34 @@ const maxCoalesce = 16 << 20
 type contentWriter struct {
 	raw   []byte
 	plain []byte
-	locs  []index.PackedBlob
+	locs  []contentLoc
+	// br and cmp read existing files back for OverwriteIfChanged; made
+	// on first use.
+	br  *bufio.Reader
+	cmp []byte
 }
 
-func (w *contentWriter) write(ctx context.Context, r *Repository, f io.Writer, n *Node) (int64, error) {
+// contentLoc is one blob of the file being written: where it is stored,
+// or (zero) that it is a known block of zeros, which is not read.
+type contentLoc struct {
+	index.PackedBlob
+	zero bool
+}
+
+// write writes the content of n into the new, empty file f and returns its
+// length. Blobs of zeros are not written: the file gets a hole there (and
+// is extended to its full length at the end if it ends in one).
+func (w *contentWriter) write(ctx context.Context, r *Repository, zeros *zeroBlobs, f *os.File, n *Node) (int64, error) {
 	w.locs = w.locs[:0]
 	ids, err := r.FileContent(ctx, n)
 	if err != nil {
 		return 0, err
 	}
 	for _, id := range ids {
+		if l, ok := zeros.length(id); ok {
+			w.locs = append(w.locs, contentLoc{PackedBlob: index.PackedBlob{Blob: index.Blob{Type: index.DataBlob, ID: id, RawLength: l}}, zero: true})
+			continue
+		}
 		pb, ok, err := r.LookupBlob(index.DataBlob, id)
 		if err != nil {
 			return 0, err
@@ -595,14 +735,21 @@ func (w *contentWriter) write(ctx context.Context, r *Repository, f io.Writer, n
 		if !ok {
 			return 0, &BlobError{Type: index.DataBlob, ID: id, Err: ErrBlobNotIndexed}
 		}
-		w.locs = append(w.locs, pb)
+		w.locs = append(w.locs, contentLoc{PackedBlob: pb})
 	}
-	var written int64
+	var off int64 // where the next blob goes in f
+	hole := false // f ends in a hole that must still be covered
 	for i := 0; i < len(w.locs); {
+		if w.locs[i].zero {
+			off += int64(w.locs[i].RawLength)
+			hole = true
+			i++
+			continue
+		}
 		// Extend the run while the next blob follows in the same pack.
 		j := i + 1
 		end := int64(w.locs[i].Offset) + int64(w.locs[i].Length)
-		for j < len(w.locs) && w.locs[j].Pack == w.locs[i].Pack &&
+		for j < len(w.locs) && !w.locs[j].zero && w.locs[j].Pack == w.locs[i].Pack &&
 			int64(w.locs[j].Offset) == end && end+int64(w.locs[j].Length)-int64(w.locs[i].Offset) <= maxCoalesce {
 			end += int64(w.locs[j].Length)
 			j++
@@ -610,29 +757,43 @@ func (w *contentWriter) write(ctx context.Context, r *Repository, f io.Writer, n
 		start := int64(w.locs[i].Offset)
 		if end-start > maxStoredBlob {
 			first := w.locs[i]
-			return written, &BlobError{Type: first.Type, ID: first.ID, Pack: first.Pack,
+			return off, &BlobError{Type: first.Type, ID: first.ID, Pack: first.Pack,
 				Err: fmt.Errorf("index entry claims %d bytes: damaged", end-start)}
 		}
 		w.raw = slices.Grow(w.raw[:0], int(end-start))[:end-start]
 		first := w.locs[i]
 		if err := backend.ReadAt(ctx, r.be, packHandle(first.Pack), w.raw, start); err != nil {
-			return written, &BlobError{Type: first.Type, ID: first.ID, Pack: first.Pack, Err: err}
+			return off, &BlobError{Type: first.Type, ID: first.ID, Pack: first.Pack, Err: err}
 		}
 		for k := i; k < j; k++ {
-			pb := w.locs[k]
-			off := int64(pb.Offset) - start
+			pb := w.locs[k].PackedBlob
+			o := int64(pb.Offset) - start
 			var err error
-			w.plain, err = r.openBlob(w.raw[off:off+int64(pb.Length)], pb, w.plain)
+			w.plain, err = r.openBlob(w.raw[o:o+int64(pb.Length)], pb, w.plain)
 			if err != nil {
-				return written, err
+				return off, err
 			}
-			m, err := f.Write(w.plain)
-			written += int64(m)
+			if allZero(w.plain) {
+				// Verified zeros: leave a hole, and skip this blob
+				// unread wherever it comes again.
+				zeros.add(pb.ID, uint32(len(w.plain)))
+				off += int64(len(w.plain))
+				hole = true
+				continue
+			}
+			m, err := f.WriteAt(w.plain, off)
+			off += int64(m)
 			if err != nil {
-				return written, err
+				return off, err
 			}
+			hole = false
 		}
 		i = j
 	}
-	return written, nil
+	if hole {
+		if err := f.Truncate(off); err != nil {
+			return off, err
+		}
+	}
+	return off, nil
 }

@@ -11,8 +11,9 @@ import (
 )
 
 type restoreOptions struct {
-	target string
-	verify bool
+	target    string
+	verify    bool
+	overwrite string
 	filterFlags
 }
 
@@ -29,8 +30,20 @@ contents (or that file) are restored into the target.
 
 Every block is verified against its hash; a file that cannot be restored
 completely is removed and reported, never left with wrong content. Nothing is
-written outside the target, whatever the snapshot holds. Existing files at
-the target are replaced.
+written outside the target, whatever the snapshot holds. Blocks of zeros
+are not written, so sparse files stay sparse.
+
+--overwrite says what happens to an entry already at the target (an
+existing directory is always kept and restored into):
+  always      replace it (the default)
+  if-changed  keep a file whose size and mtime match the snapshot's; read
+              one of the same size but another mtime and keep it if every
+              block matches; keep a symlink, device or FIFO equal to the
+              snapshot's; kept entries only get their metadata set. This
+              makes re-running an interrupted restore cheap.
+  if-newer    keep it if its mtime is not older than the snapshot's
+  never       keep it as it is
+Kept files are counted as skipped, not as errors.
 
 A database image (backup --sqlite) is written with any stale -wal, -shm or
 -journal file beside it removed, and PRAGMA integrity_check runs on it; the
@@ -42,6 +55,7 @@ Examples:
   repo restore latest --path /home --host laptop --target /tmp/restore
   repo restore 3fa2b1c9:/home/ann/projects --target ./projects
   repo restore latest --path /var/lib/app/app.db --target /tmp/db --verify
+  repo restore latest --target /tmp/restore --overwrite if-changed   # finish an interrupted restore
 
 Exit codes: 0 ok, 1 error, some files not restored, a restored database
 failing its integrity check, or --verify finding a difference, 2 usage,
@@ -51,6 +65,7 @@ failing its integrity check, or --verify finding a difference, 2 usage,
 	}
 	c.Flags().StringVarP(&o.target, "target", "t", "", "restore into `directory` (required)")
 	c.Flags().BoolVar(&o.verify, "verify", false, "read the restored files back and check them against the snapshot")
+	c.Flags().StringVar(&o.overwrite, "overwrite", "always", "existing entries at the target: `mode` always, if-changed, if-newer or never")
 	o.addFlags(c.Flags(), "for latest: ")
 	return withLock(c, lockShared)
 }
@@ -66,6 +81,10 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 	if o.target == "" {
 		return usageError("--target is required")
 	}
+	overwrite, err := repo.ParseOverwrite(o.overwrite)
+	if err != nil {
+		return usageError("--overwrite: %v", err)
+	}
 	id, sub := splitSnapshotRef(ref)
 	r, sn, ctx, closeRepo, err := g.openSnapshot(ctx, id, o.filter())
 	if err != nil {
@@ -74,7 +93,8 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 	defer closeRepo()
 	var mu sync.Mutex
 	st, err := r.Restore(ctx, sn, sub, repo.RestoreOptions{
-		Target: o.target,
+		Target:    o.target,
+		Overwrite: overwrite,
 		OnError: func(path string, err error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -105,6 +125,10 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 	} else {
 		fmt.Fprintf(g.out, "restored snapshot %s to %s: %d files, %d dirs, %d symlinks, %s\n",
 			sn.ID.Short(), o.target, st.Files, st.Dirs, st.Symlinks, formatBytes(st.Bytes))
+		if st.FilesSkipped > 0 || st.OtherSkipped > 0 {
+			fmt.Fprintf(g.out, "skipped (already at the target, --overwrite %s): %d files, %s, %d other entries\n",
+				overwrite, st.FilesSkipped, formatBytes(st.BytesSkipped), st.OtherSkipped)
+		}
 	}
 	if st.Errors > 0 {
 		return fmt.Errorf("%d entries could not be restored (see above)", st.Errors)
