@@ -228,13 +228,7 @@ func runForget(c *cobra.Command, g *globalOptions, o forgetOptions, refs []strin
 	if o.prune && firstErr == nil && removed > 0 {
 		res, err := r.Prune(ctx, repo.PruneOptions{
 			MaxUnused: maxUnused,
-			Report: func(msg string) {
-				if g.json {
-					printJSON(g.out, map[string]any{"message_type": "prune", "message": msg})
-				} else if !g.quiet {
-					fmt.Fprintln(g.out, msg)
-				}
-			},
+			Report:    g.actionReporter("prune"),
 		})
 		if err != nil {
 			return fmt.Errorf("%d snapshot(s) removed, but prune failed: %w", removed, err)

@@ -81,15 +81,7 @@ func runPrune(ctx context.Context, g *globalOptions, o pruneOptions) error {
 	res, err := r.Prune(ctx, repo.PruneOptions{
 		MaxUnused: maxUnused,
 		DryRun:    o.dryRun,
-		Report: func(msg string) {
-			if g.json {
-				printJSON(g.out, map[string]any{"message_type": "prune", "message": msg})
-				return
-			}
-			if !g.quiet {
-				fmt.Fprintln(g.out, msg)
-			}
-		},
+		Report:    g.actionReporter("prune"),
 	})
 	if err != nil {
 		return err

@@ -33,15 +33,7 @@ func runRepair(ctx context.Context, g *globalOptions, o repairOptions, purgeOnly
 		NoQuarantine: o.noQuarantine,
 		SkipHeal:     purgeOnly || o.noHeal,
 		Op:           repo.OpRepair,
-		Report: func(msg string) {
-			if g.json {
-				printJSON(g.out, map[string]any{"message_type": "repair", "message": msg})
-				return
-			}
-			if !g.quiet {
-				fmt.Fprintln(g.out, msg)
-			}
-		},
+		Report:       g.actionReporter("repair"),
 	}
 	if purgeOnly {
 		opts.Op = repo.OpPurge

@@ -35,6 +35,19 @@ func printJSON(w io.Writer, v any) {
 	w.Write(append(b, '\n'))
 }
 
+// actionReporter returns the Report func of a maintenance operation: each
+// action as a line on stdout (none with --quiet), or with --json as an
+// object of message_type msgType.
+func (g *globalOptions) actionReporter(msgType string) func(string) {
+	return func(msg string) {
+		if g.json {
+			printJSON(g.out, map[string]any{"message_type": msgType, "message": msg})
+		} else if !g.quiet {
+			fmt.Fprintln(g.out, msg)
+		}
+	}
+}
+
 // formatBytes renders n in binary units with one decimal, e.g. "985.3 MiB".
 func formatBytes(n int64) string { return repo.FormatBytes(n) }
 
