@@ -435,7 +435,18 @@ func TestCacheClearReplacesFile(t *testing.T) {
 		}
 		return fi
 	}
-	before := stat()
+	// Hold the old file open: once it is unlinked and closed, the file
+	// system may hand its inode number to a later file (the bulk load's
+	// swap after the rebuild's), and SameFile would see no change.
+	old, err := os.Open(filepath.Join(dir, cacheFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	before, err := old.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Lookups of blobs in every file but the first, which vanishes: they
 	// must succeed throughout the rebuild, before and after the swap.

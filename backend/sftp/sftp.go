@@ -420,6 +420,13 @@ func (b *Backend) withSession(ctx context.Context, op func(c *pkgsftp.Client) er
 	mu.Unlock()
 	close(done)
 	stop()
+	if err != nil && !serverReported(err) {
+		// The transport may have failed before s.dead says so (the
+		// goroutines that watch it have not run yet): never hand such a
+		// session to the next operation. A healthy session dropped here
+		// costs one new connection, on an error path.
+		s.kill()
+	}
 	b.release(s)
 	if err != nil && ctx.Err() != nil {
 		var fe *fnError
@@ -881,6 +888,19 @@ func (b *Backend) Close() error {
 		wg.Wait()
 	})
 	return nil
+}
+
+// serverReported tells whether err is an answer of the server (a status
+// such as "no such file" or "permission denied") or a check of ours, after
+// which the session is still known to be usable.
+func serverReported(err error) bool {
+	var fe *fnError
+	if errors.As(err, &fe) {
+		err = fe.err
+	}
+	var se *pkgsftp.StatusError
+	return errors.As(err, &se) || errors.Is(err, fs.ErrNotExist) ||
+		errors.Is(err, backend.ErrNotExist) || errors.Is(err, fs.ErrPermission)
 }
 
 // notExist turns a missing file into backend.ErrNotExist (the message
