@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
@@ -160,6 +159,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 		fileCh:     make(chan fileJob, 64),
 		class:      r.cfg.ChunkClasses[ClassFiles],
 	}
+	a.trees = newTreePrefetcher(a.s.ctx, r)
 	a.sum.Start = start
 	for _, d := range databases {
 		a.databases[d] = true
@@ -182,6 +182,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 	}
 	close(a.fileCh)
 	wg.Wait()
+	a.trees.wait()
 	if err == nil && opts.AfterRead != nil {
 		err = opts.AfterRead(sn)
 	}
@@ -284,6 +285,7 @@ type archiver struct {
 	onDatabase func(string, sqlite.Info)
 	class      chunk.Class
 	bufs       sync.Pool // *[]byte chunk copies in flight to the encoders
+	trees      *treePrefetcher
 
 	filesRead atomic.Int64
 	bytesRead atomic.Int64
@@ -479,10 +481,14 @@ func (a *archiver) loadParentTree(ctx context.Context, pn *Node) *Tree {
 	if pn == nil || pn.Type != NodeDir || pn.Subtree == nil {
 		return nil
 	}
-	t, err := a.r.LoadTree(ctx, *pn.Subtree)
-	if err != nil {
-		return nil
+	t := a.trees.take(*pn.Subtree)
+	if t == nil {
+		var err error
+		if t, err = a.r.LoadTree(ctx, *pn.Subtree); err != nil {
+			return nil
+		}
 	}
+	a.trees.prefetch(t)
 	return t
 }
 
@@ -706,6 +712,7 @@ func (a *archiver) finishDir(ctx context.Context, dir string, info *source.Info,
 	if err := ctx.Err(); err != nil {
 		return nil, a.s.Err()
 	}
+	a.trees.drop(ptree)
 	id, err := a.saveTree(t, pn, ptree)
 	if err != nil {
 		return nil, err
@@ -731,17 +738,16 @@ func (a *archiver) finishDir(ctx context.Context, dir string, info *source.Info,
 }
 
 // saveTree stores t like Saver.SaveTree, except that a tree equal to the
-// parent snapshot's tree ptree (at pn) is not encoded again: equal values
-// encode to equal bytes, so its id is the parent's. In an unchanged
-// directory hierarchy encoding the trees is most of a backup's work. The
-// comparison is exact (reflect.DeepEqual): a time decoded with another
-// location or a nil slice decoded as empty only makes it miss, and then the
-// tree is encoded as usual. The parent's tree blob must still be indexed,
-// which it normally is, having just been loaded.
+// parent snapshot's tree ptree (at pn) is not encoded again: its id is the
+// parent's. In an unchanged directory hierarchy encoding the trees is most
+// of a backup's work. nodesEqual compares times as instants, so the reused
+// tree may spell a time in the zone offset of the parent's backup: the
+// same instant, restored the same. The parent's tree blob must still be
+// indexed, which it normally is, having just been loaded.
 func (a *archiver) saveTree(t *Tree, pn *Node, ptree *Tree) (chunk.ID, error) {
 	if ptree != nil && pn != nil && pn.Subtree != nil {
 		t.Sort()
-		if reflect.DeepEqual(t.Nodes, ptree.Nodes) {
+		if nodesEqual(t.Nodes, ptree.Nodes) {
 			known, err := a.s.Known(index.TreeBlob, *pn.Subtree)
 			if err != nil {
 				return chunk.ID{}, err

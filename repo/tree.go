@@ -144,6 +144,32 @@ func (t *Tree) Sort() {
 	slices.SortFunc(t.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
 }
 
+// nodesEqual reports whether a and b encode to the same nodes, up to the
+// time zone of their times: times compare as instants. reflect.DeepEqual
+// does not do here: a time read back from a tree and the same time from
+// lstat differ in their Location pointer, so a DeepEqual parent tree never
+// matched and every unchanged directory was encoded and hashed again.
+func nodesEqual(a, b []Node) bool {
+	return slices.EqualFunc(a, b, nodeEqual)
+}
+
+// nodeEqual compares every field of Node; TestNodeEqualCoversFields fails
+// when a field is added without being compared here.
+func nodeEqual(a, b Node) bool {
+	return a.Name == b.Name && a.Type == b.Type && a.Mode == b.Mode &&
+		a.UID == b.UID && a.GID == b.GID && a.User == b.User && a.Group == b.Group &&
+		a.ModTime.Equal(b.ModTime) && a.AccessTime.Equal(b.AccessTime) &&
+		a.ChangeTime.Equal(b.ChangeTime) &&
+		a.Inode == b.Inode && a.DeviceID == b.DeviceID && a.Links == b.Links &&
+		a.Size == b.Size && a.Rdev == b.Rdev && a.LinkTarget == b.LinkTarget &&
+		slices.EqualFunc(a.Xattrs, b.Xattrs, func(x, y Xattr) bool {
+			return x.Name == y.Name && bytes.Equal(x.Value, y.Value)
+		}) &&
+		slices.Equal(a.Content, b.Content) &&
+		(a.Subtree == nil) == (b.Subtree == nil) && (a.Subtree == nil || *a.Subtree == *b.Subtree) &&
+		(a.Database == nil) == (b.Database == nil) && (a.Database == nil || *a.Database == *b.Database)
+}
+
 // Find returns the node called name, or nil.
 func (t *Tree) Find(name string) *Node {
 	if t == nil {

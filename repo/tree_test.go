@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -267,5 +268,67 @@ func TestLoadTreeWrongType(t *testing.T) {
 	ids := saveBlobs(t, r, index.DataBlob, buf)
 	if _, err := r.LoadTree(t.Context(), ids[0]); err == nil {
 		t.Error("LoadTree found a data blob")
+	}
+}
+
+// TestNodeEqualCoversFields changes each field of a node in turn and
+// checks that nodeEqual notices: a field added to Node but not compared
+// there would let an unchanged-looking tree hide a change.
+func TestNodeEqualCoversFields(t *testing.T) {
+	id := chunk.ID{1}
+	base := Node{
+		Name: "a", Type: NodeFile, Mode: 0o644, UID: 1, GID: 2, User: "u", Group: "g",
+		ModTime: time.Unix(10, 0), AccessTime: time.Unix(11, 0), ChangeTime: time.Unix(12, 0),
+		Inode: 3, DeviceID: 4, Links: 1, Size: 5, Rdev: 6, LinkTarget: "t",
+		Xattrs:   []Xattr{{Name: "user.x", Value: []byte("v")}},
+		Content:  []chunk.ID{id},
+		Subtree:  &id,
+		Database: &DatabaseInfo{Kind: "sqlite"},
+	}
+	clone := func() Node {
+		n := base
+		n.Xattrs = slices.Clone(base.Xattrs)
+		n.Content = slices.Clone(base.Content)
+		sub := *base.Subtree
+		n.Subtree = &sub
+		db := *base.Database
+		n.Database = &db
+		return n
+	}
+	if !nodeEqual(base, clone()) {
+		t.Fatal("a node differs from its copy")
+	}
+	utc := clone()
+	utc.ModTime = utc.ModTime.In(time.FixedZone("x", 3600))
+	if !nodeEqual(base, utc) {
+		t.Error("the same instant in another zone differs")
+	}
+	typ := reflect.TypeFor[Node]()
+	for i := range typ.NumField() {
+		n := clone()
+		f := reflect.ValueOf(&n).Elem().Field(i)
+		switch v := f.Addr().Interface().(type) {
+		case *string:
+			*v += "x"
+		case *uint32:
+			*v++
+		case *uint64:
+			*v++
+		case *time.Time:
+			*v = v.Add(time.Second)
+		case *[]Xattr:
+			(*v)[0].Value = []byte("w")
+		case *[]chunk.ID:
+			*v = append(*v, id)
+		case **chunk.ID:
+			*v = &chunk.ID{2}
+		case **DatabaseInfo:
+			(*v).PageCount++
+		default:
+			t.Fatalf("field %s of type %s: teach this test to change it", typ.Field(i).Name, f.Type())
+		}
+		if nodeEqual(base, n) {
+			t.Errorf("a change of %s goes unnoticed", typ.Field(i).Name)
+		}
 	}
 }
