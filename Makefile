@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # The shared benchmark harness (dataset generator, restic/borg timings).
 BENCH_SHARED ?= ../shared/bench
 
-.PHONY: all build demo test torture bench bench-go bench-tools clean
+.PHONY: all build demo test torture bench bench-go bench-tools bench-cpu clean
 
 all: build
 
@@ -39,9 +39,17 @@ torture:
 	@echo; grep '^torture: seed' bin/torture.log || echo 'torture: no result line (see bin/torture.log)'
 	@exit $$(cat bin/torture.rc)
 
-# Go micro-benchmarks of the pipeline stages, then the shared dataset for
-# repo, restic and borg in one run (needs $(BENCH_SHARED)).
-bench: build bench-go bench-tools
+# Go micro-benchmarks of the pipeline stages, the shared dataset for repo,
+# restic and borg in one run (needs $(BENCH_SHARED) and its data), a CPU
+# profile of a first backup with per-core load, and the 10-million-blob
+# index. Tables go to bench/results/.
+bench: build bench-go bench-tools bench-cpu bench-bigindex
+
+# Per-core load and CPU share per pipeline stage of one first backup of
+# the shared files/ dataset (scripts/cpu-profile.sh).
+bench-cpu: build
+	@mkdir -p bench/results
+	bash -o pipefail -c './scripts/cpu-profile.sh | tee bench/results/cpu-$$(date +%Y%m%dT%H%M%S).md'
 
 # Stage benchmarks run for a second each (the 1M-blob index sync runs once);
 # the whole-pipeline benchmarks take about a second per run, so two runs.
@@ -58,8 +66,7 @@ clean:
 # The index cache against a synthetic repository of BIGINDEX_BLOBS index
 # entries: peak RSS and time of a backup with a cold cache, with a warm
 # one, and after the index files were rewritten (scripts/bigindex-bench.sh;
-# about 2.5 GB under $TMPDIR and a few minutes). Not part of bench unless
-# wired in there.
+# about 2.5 GB under $TMPDIR and a few minutes). The last step of bench.
 BIGINDEX_BLOBS ?= 10000000
 .PHONY: bench-bigindex
 bench-bigindex: build
