@@ -395,7 +395,8 @@ var lockedByRE = regexp.MustCompile(`repository is (?:being )?locked by (\S+) PI
 // TestE2ELockRace: in each round 20 forget processes race for the
 // exclusive lock, and the winner keeps it (REPO_LOCK_TEST_HOLD) until the
 // test lets go: exactly one wins, all others fail with exit 11 naming the
-// winner, and the winner leaves locks/ empty.
+// winner (or, when they met the gate, the racer holding it), and the
+// winner leaves locks/ empty.
 func TestE2ELockRace(t *testing.T) {
 	const procs = 20
 	rounds := 50
@@ -481,11 +482,22 @@ func TestE2ELockRace(t *testing.T) {
 			if p.code() != exitLocked {
 				t.Fatalf("round %d: loser %s\nwant exit %d", round, p.describe(), exitLocked)
 			}
+			// A lock names the winner. The gate may name any racer of
+			// the round: one that took it after the winner and is about
+			// to find the winner's lock and lose is still, at that
+			// instant, the process locking the repository.
 			m := lockedByRE.FindStringSubmatch(stderr)
-			if m == nil || m[1] != host || m[2] != strconv.Itoa(winner.pid()) {
-				t.Fatalf("round %d: loser's message does not name the winner %s:\n%s", round, holderText(host, winner.pid()), p.describe())
+			gate := strings.Contains(stderr, "being locked by")
+			named := m != nil && m[1] == host && m[2] == strconv.Itoa(winner.pid())
+			if gate && m != nil && m[1] == host {
+				for _, q := range ps {
+					named = named || (q != p && m[2] == strconv.Itoa(q.pid()))
+				}
 			}
-			if strings.Contains(stderr, "being locked by") {
+			if !named {
+				t.Fatalf("round %d: loser's message names neither the winner %s nor (for the gate) another racer:\n%s", round, holderText(host, winner.pid()), p.describe())
+			}
+			if gate {
 				gateNames++
 			}
 		}
