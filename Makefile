@@ -39,6 +39,17 @@ torture:
 	@echo; grep '^torture: seed' bin/torture.log || echo 'torture: no result line (see bin/torture.log)'
 	@exit $$(cat bin/torture.rc)
 
+# Man pages, one per command (repo.1, repo-backup.1, repo-key-add.1, ...),
+# written by the binary itself (the hidden 'repo __man DIR'), so that they
+# describe exactly its flags. Read one with: man -l bin/man/repo-backup.1
+# Install: cp bin/man/*.1 /usr/local/share/man/man1/
+MANDIR ?= bin/man
+.PHONY: man
+man: build
+	rm -rf $(MANDIR) && mkdir -p $(MANDIR)
+	$(BIN) __man $(MANDIR)
+	@echo "$$(ls $(MANDIR) | wc -l) man pages in $(MANDIR)"
+
 # Go micro-benchmarks of the pipeline stages, the shared dataset for repo,
 # restic and borg in one run (needs $(BENCH_SHARED) and its data), a CPU
 # profile of a first backup with per-core load, and the 10-million-blob

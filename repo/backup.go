@@ -62,6 +62,16 @@ type BackupOptions struct {
 	// veto the snapshot by returning an error (a dump command that
 	// failed), and then Backup returns that error and saves no snapshot.
 	AfterRead func(sn *Snapshot) error
+	// Progress, when set, is updated in phase PhaseBackup. It also makes
+	// Backup walk the targets a second time, beside the backup, to know
+	// the totals; nil saves that walk.
+	Progress *Progress
+	// OnItem, when set, is told about every regular file (and database
+	// image) saved: ItemNew, ItemChanged (both once stored) or
+	// ItemUnchanged (taken from the parent), with the path and size. Not
+	// for entries reported to OnError. Called from one goroutine at a
+	// time.
+	OnItem func(action, path string, size int64)
 }
 
 // Backup saves a snapshot of opts.Paths (or opts.Stdin). Entries that
@@ -155,6 +165,8 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 		excl:       excl,
 		onError:    opts.OnError,
 		onDatabase: opts.OnDatabase,
+		onItem:     opts.OnItem,
+		progress:   opts.Progress,
 		databases:  map[string]bool{},
 		fileCh:     make(chan fileJob, 64),
 		class:      r.cfg.ChunkClasses[ClassFiles],
@@ -163,6 +175,26 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 	a.sum.Start = start
 	for _, d := range databases {
 		a.databases[d] = true
+	}
+	a.progress.StartPhase(PhaseBackup)
+	if opts.Stdin != nil {
+		size, known := streamSize(opts.Stdin)
+		a.progress.AddTotals(1, size)
+		if known {
+			a.progress.TotalsFinal()
+		}
+	} else if a.progress != nil {
+		// The scanner ends with the backup, whichever way it ends.
+		sctx, stopScan := context.WithCancel(a.s.ctx)
+		scanned := make(chan struct{})
+		go func() {
+			defer close(scanned)
+			a.countTargets(sctx, a.progress, targets)
+		}()
+		defer func() {
+			stopScan()
+			<-scanned
+		}()
 	}
 	workers := max(2, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
@@ -207,6 +239,25 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 		return nil, err
 	}
 	return sn, nil
+}
+
+// streamSize returns how many bytes are left to read from rd when it is a
+// regular file (stdin redirected from one); known is false for anything
+// else (a pipe, a command's output).
+func streamSize(rd io.Reader) (size int64, known bool) {
+	f, ok := rd.(*os.File)
+	if !ok {
+		return 0, false
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return 0, false
+	}
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil || off > fi.Size() {
+		return 0, false
+	}
+	return fi.Size() - off, true
 }
 
 // cleanTargets makes paths absolute and clean, checks they exist, sorts
@@ -279,7 +330,11 @@ type archiver struct {
 	s       *Saver
 	excl    *source.Excluder
 	onError func(string, error)
-	fileCh  chan fileJob
+	onItem  func(action, path string, size int64)
+	// progress is nil unless the caller watches (all its methods accept
+	// a nil receiver).
+	progress *Progress
+	fileCh   chan fileJob
 	// databases are the paths saved as database images.
 	databases  map[string]bool
 	onDatabase func(string, sqlite.Info)
@@ -321,8 +376,16 @@ func (a *archiver) summary() Summary {
 	return s
 }
 
+// item tells OnItem, if set, about a file saved.
+func (a *archiver) item(action, path string, size int64) {
+	if a.onItem != nil {
+		a.onItem(action, path, size)
+	}
+}
+
 func (a *archiver) report(path string, err error) {
 	a.errors.Add(1)
+	a.progress.AddError()
 	a.onError(path, err)
 }
 
@@ -336,8 +399,10 @@ func (a *archiver) fileWorker(ctx context.Context) {
 			job.res <- fileResult{fatal: a.s.Err()}
 			continue
 		}
+		a.progress.SetCurrent(job.path)
 		f, err := source.OpenFile(job.path)
 		if err != nil {
+			a.fileDone(job.size, 0)
 			job.res <- fileResult{err: err}
 			continue
 		}
@@ -349,7 +414,19 @@ func (a *archiver) fileWorker(ctx context.Context) {
 			res = a.saveStream(c, scratch, f)
 		}
 		f.Close()
+		a.fileDone(job.size, res.size)
 		job.res <- res
+	}
+}
+
+// fileDone counts a file as done in the progress: its bytes read were
+// counted as they were read, and what was not read of the size the
+// scanner counted (a read error, a file that shrank) is counted now, so
+// that the bytes done reach the total.
+func (a *archiver) fileDone(size, read int64) {
+	a.progress.AddFiles(1)
+	if size > read {
+		a.progress.AddBytes(size - read)
 	}
 }
 
@@ -364,6 +441,7 @@ func (a *archiver) saveSmall(c *chunk.Chunker, scratch []byte, f io.Reader, size
 	switch err {
 	case io.EOF, io.ErrUnexpectedEOF:
 		a.bytesRead.Add(int64(n))
+		a.progress.AddBytes(int64(n))
 		if n == 0 {
 			a.bufs.Put(bp)
 			return fileResult{}
@@ -431,6 +509,7 @@ func (a *archiver) saveStream(c *chunk.Chunker, scratch []byte, rd io.Reader) fi
 			return res
 		}
 		a.bytesRead.Add(int64(len(data)))
+		a.progress.AddBytes(int64(len(data)))
 		res.size += int64(len(data))
 		id, err := a.storeChunk(data, nil)
 		if err != nil {
@@ -456,6 +535,8 @@ func (a *archiver) saveStdin(ctx context.Context, rd io.Reader, name string, mti
 		return nil, fmt.Errorf("read stdin: %w", res.err)
 	}
 	a.filesRead.Add(1)
+	a.progress.AddFiles(1)
+	a.item(ItemNew, "/"+name, res.size)
 	a.mu.Lock()
 	a.sum.FilesNew++
 	a.sum.TotalFiles++
@@ -573,6 +654,8 @@ type pendingNode struct {
 	res  chan fileResult // nil when node is complete
 	path string
 	skip bool // the entry could not be saved and was reported: leave it out
+	// changed: the parent snapshot has the file (for OnItem).
+	changed bool
 }
 
 // saveEntry saves one file system entry below a target.
@@ -603,6 +686,9 @@ func (a *archiver) saveEntry(ctx context.Context, p string, info *source.Info, p
 				a.mu.Lock()
 				a.sum.FilesUnmodified++
 				a.mu.Unlock()
+				a.progress.AddFiles(1)
+				a.progress.AddBytes(info.Size)
+				a.item(ItemUnchanged, p, info.Size)
 				return pendingNode{node: node}, nil
 			}
 		}
@@ -619,7 +705,7 @@ func (a *archiver) saveEntry(ctx context.Context, p string, info *source.Info, p
 		case <-ctx.Done():
 			return pendingNode{}, a.s.Err()
 		}
-		return pendingNode{node: node, res: res, path: p}, nil
+		return pendingNode{node: node, res: res, path: p, changed: pn != nil}, nil
 	}
 	return pendingNode{node: node}, nil
 }
@@ -706,6 +792,11 @@ func (a *archiver) finishDir(ctx context.Context, dir string, info *source.Info,
 			}
 			e.node.Size = uint64(res.size)
 			e.node.Content = res.content
+			action := ItemNew
+			if e.changed {
+				action = ItemChanged
+			}
+			a.item(action, e.path, res.size)
 		}
 		t.Nodes = append(t.Nodes, e.node)
 	}

@@ -52,6 +52,10 @@ type CheckOptions struct {
 	// Subset, when set, reads only the packs it contains, as ReadData
 	// does; it implies ReadData and takes precedence over it.
 	Subset *ReadDataSubset
+	// Progress, when set, is updated in phases PhaseIndex,
+	// PhaseSnapshots and (reading packs) PhaseReadData; its error count
+	// is the number of error findings.
+	Progress *Progress
 }
 
 // ReadDataSubset is a deterministic selection of packs for check
@@ -185,19 +189,20 @@ type checkPack struct {
 // for failures that stop the check itself (cancellation, a backend that
 // cannot list).
 func (r *Repository) Check(ctx context.Context, opts CheckOptions, report func(Finding)) (CheckResult, error) {
-	c := &checker{r: r, report: report, packs: map[chunk.ID]*checkPack{}, blobs: map[blobKey]index.PackedBlob{}, trees: map[chunk.ID]bool{}, present: map[chunk.ID]int64{}}
+	c := &checker{r: r, report: report, progress: opts.Progress, packs: map[chunk.ID]*checkPack{}, blobs: map[blobKey]index.PackedBlob{}, trees: map[chunk.ID]bool{}, present: map[chunk.ID]int64{}}
 	c.res.ReadDataSubset = opts.Subset.String()
 	err := c.run(ctx, opts)
 	return c.res, err
 }
 
 type checker struct {
-	r      *Repository
-	report func(Finding)
-	res    CheckResult
-	packs  map[chunk.ID]*checkPack
-	blobs  map[blobKey]index.PackedBlob
-	trees  map[chunk.ID]bool // tree id -> checked
+	r        *Repository
+	report   func(Finding)
+	progress *Progress
+	res      CheckResult
+	packs    map[chunk.ID]*checkPack
+	blobs    map[blobKey]index.PackedBlob
+	trees    map[chunk.ID]bool // tree id -> checked
 	// present maps the packs the backend lists to their sizes.
 	present map[chunk.ID]int64
 }
@@ -205,6 +210,7 @@ type checker struct {
 func (c *checker) find(sev Severity, kind, object, format string, args ...any) {
 	if sev == Error {
 		c.res.Errors++
+		c.progress.AddError()
 	} else {
 		c.res.Notes++
 	}
@@ -221,11 +227,13 @@ func (c *checker) run(ctx context.Context, opts CheckOptions) error {
 		return fmt.Errorf("list index files: %w", err)
 	}
 	files := map[chunk.ID]*index.File{}
+	c.progress.StartCounted(PhaseIndex, int64(len(ids)), 0)
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		f, err := c.r.LoadIndexFile(ctx, id)
+		c.progress.AddItem(0)
 		if err != nil {
 			c.find(Error, "index", "index/"+id.String(), "%v", err)
 			continue
@@ -307,9 +315,12 @@ func (c *checker) run(ctx context.Context, opts CheckOptions) error {
 	}); err != nil {
 		return fmt.Errorf("list snapshots: %w", err)
 	}
+	c.progress.StartCounted(PhaseSnapshots, int64(len(snIDs)), 0)
 	for _, id := range snIDs {
+		c.progress.SetCurrent("snapshot " + id.Short())
 		sn, err := c.r.LoadSnapshot(ctx, id)
 		if err != nil {
+			c.progress.AddItem(0)
 			c.find(Error, "snapshot", "snapshots/"+id.String(), "%v", err)
 			continue
 		}
@@ -317,6 +328,7 @@ func (c *checker) run(ctx context.Context, opts CheckOptions) error {
 		if err := c.checkTree(ctx, sn, "/", sn.Tree); err != nil {
 			return err
 		}
+		c.progress.AddItem(0)
 	}
 
 	// 4. Plans of interrupted maintenance: worth knowing, never damage
@@ -328,14 +340,22 @@ func (c *checker) run(ctx context.Context, opts CheckOptions) error {
 
 	// 5. Every byte (or every byte of the subset), when asked.
 	if opts.ReadData || opts.Subset != nil {
-		for id, cp := range c.packs {
-			if _, ok := present[id]; !ok || !opts.Subset.Contains(id) {
-				continue
+		var toRead []chunk.ID
+		var bytes int64
+		for id := range c.packs {
+			if _, ok := present[id]; ok && opts.Subset.Contains(id) {
+				toRead = append(toRead, id)
+				bytes += present[id]
 			}
+		}
+		c.progress.StartCounted(PhaseReadData, int64(len(toRead)), bytes)
+		for _, id := range toRead {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			c.readPack(ctx, id, cp)
+			c.progress.SetCurrent("pack " + id.Short())
+			c.readPack(ctx, id, c.packs[id])
+			c.progress.AddItem(present[id])
 		}
 	}
 	return ctx.Err()

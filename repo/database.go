@@ -61,14 +61,22 @@ func (a *archiver) isDatabaseSidecar(p string) bool {
 // database that cannot be opened is reported like an unreadable file.
 func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info, pn *Node) (pendingNode, error) {
 	node := nodeFromInfo(info)
+	a.progress.SetCurrent(p)
 	snap, err := sqlite.Open(ctx, p)
 	if err != nil {
+		a.fileDone(info.Size, 0)
 		a.report(p, err)
 		return pendingNode{skip: true}, nil
 	}
 	defer snap.Close()
 	di := snap.Info()
 	a.onDatabase(p, di)
+	// The scanner counted the file's size on disk; what is read is the
+	// image as of the transaction, page count times page size (a WAL
+	// database's file lags behind its committed pages).
+	imageSize := int64(di.PageSize) * int64(di.PageCount)
+	a.progress.AddTotals(0, imageSize-info.Size)
+	var pagesRead int64
 
 	var parentMap *PageMap
 	if pn != nil && pn.Database != nil && pn.Database.Kind == DatabaseSQLite {
@@ -85,6 +93,8 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 	var pagesNew uint32
 	err = snap.Pages(ctx, func(pgno uint32, page []byte) error {
 		a.bytesRead.Add(int64(len(page)))
+		a.progress.AddBytes(int64(len(page)))
+		pagesRead += int64(len(page))
 		id := a.r.hasher.Sum(page)
 		ok, err := a.s.Reserve(index.DataBlob, id)
 		if err != nil {
@@ -110,6 +120,7 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 		if ctx.Err() != nil {
 			return pendingNode{}, ctx.Err()
 		}
+		a.fileDone(imageSize, pagesRead)
 		a.report(p, err)
 		return pendingNode{skip: true}, nil
 	}
@@ -137,18 +148,23 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 		PagesNew:      pagesNew,
 		PagesChanged:  w.Changed,
 	}
+	a.fileDone(imageSize, pagesRead)
+	action := ItemChanged
 	a.mu.Lock()
 	a.sum.TotalFiles++
 	a.sum.TotalBytes += int64(node.Size)
 	a.sum.Databases++
 	if pn == nil {
 		a.sum.FilesNew++
+		action = ItemNew
 	} else if parentMap != nil && w.Changed == 0 && parentMap.PageCount == di.PageCount {
 		a.sum.FilesUnmodified++
+		action = ItemUnchanged
 	} else {
 		a.sum.FilesChanged++
 	}
 	a.mu.Unlock()
+	a.item(action, p, int64(node.Size))
 	return pendingNode{node: node}, nil
 }
 

@@ -14,5 +14,6 @@
 //     files, and a lost or corrupt cache is rebuilt.
 //
 // The package never prints or exits; it reports through return values,
-// errors and callbacks.
+// errors and callbacks, and long operations through a Progress that a
+// display polls (progress.go).
 package repo

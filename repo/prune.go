@@ -113,6 +113,10 @@ type PruneOptions struct {
 	DryRun bool
 	// Report receives one line per action (or planned action).
 	Report func(msg string)
+	// Progress, when set, is updated in phases PhaseIndex (index files
+	// read), PhaseMark (snapshots walked), PhaseRepack (packs repacked,
+	// with their bytes) and PhaseDelete (packs deleted).
+	Progress *Progress
 
 	// indexFileBlobs, when not zero, replaces indexFileBlobs (tests make
 	// it small to get several new index files).
@@ -500,10 +504,13 @@ func (p *pruner) mark(ctx context.Context) error {
 		return &PruneRefusedError{Reason: fmt.Sprintf("%d snapshots cannot be read (e.g. %s)", unreadable, firstBad)}
 	}
 	p.res.Snapshots = len(sns)
+	p.opts.Progress.StartCounted(PhaseMark, int64(len(sns)), 0)
 	for _, sn := range sns {
+		p.opts.Progress.SetCurrent("snapshot " + sn.ID.Short())
 		if err := p.markTree(ctx, sn, "/", sn.Tree); err != nil {
 			return err
 		}
+		p.opts.Progress.AddItem(0)
 	}
 	return nil
 }
@@ -703,11 +710,13 @@ func (p *pruner) readIndexFiles(ctx context.Context) error {
 		pb   index.PackedBlob
 	}
 	var trees []treeLoc
+	p.opts.Progress.StartCounted(PhaseIndex, int64(len(p.indexFiles)), 0)
 	for i, id := range p.indexFiles {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		plain, err := p.r.LoadUnpacked(ctx, backend.IndexFile, id)
+		p.opts.Progress.AddItem(0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -1273,9 +1282,12 @@ func (p *pruner) removeIndexFiles(ctx context.Context, old, written []chunk.ID) 
 // of one in remove (identical content in an unencrypted repository).
 func (p *pruner) deletePacks(ctx context.Context, remove []chunk.ID, rp *repacker) error {
 	lc := p.lockChecker()
+	prog := p.opts.Progress
+	prog.StartCounted(PhaseDelete, int64(len(remove)), 0)
 	for _, id := range remove {
 		if rp != nil {
 			if _, fresh := rp.fresh[id]; fresh {
+				prog.AddItem(0)
 				continue
 			}
 		}
@@ -1285,6 +1297,7 @@ func (p *pruner) deletePacks(ctx context.Context, remove []chunk.ID, rp *repacke
 		if err := p.r.be.Remove(ctx, packHandle(id)); err != nil && !errors.Is(err, backend.ErrNotExist) {
 			return fmt.Errorf("prune: delete pack %s: %w", id.Short(), err)
 		}
+		prog.AddItem(0)
 	}
 	return nil
 }
@@ -1321,15 +1334,23 @@ func (p *pruner) repack(ctx context.Context) (*repacker, error) {
 		}
 	}
 	slices.SortFunc(todo, func(a, b *prunePack) int { return a.id.Compare(b.id) })
+	var bytes int64
+	for _, pp := range todo {
+		bytes += pp.size
+	}
+	prog := p.opts.Progress
+	prog.StartCounted(PhaseRepack, int64(len(todo)), bytes)
 	rp := newRepacker(ctx, p.r)
 	var data, buf []byte
 	for _, pp := range todo {
 		var err error
+		prog.SetCurrent("pack " + pp.id.Short())
 		data, buf, err = p.repackOne(rp, pp, data, buf)
 		if err != nil {
 			rp.abort()
 			return nil, err
 		}
+		prog.AddItem(pp.size)
 	}
 	if err := rp.finish(); err != nil {
 		return nil, err

@@ -42,6 +42,10 @@ type RepairOptions struct {
 	// Op names the operation in its plan: OpRepair (the default) or
 	// OpPurge (purge-broken-files).
 	Op string
+	// Progress, when set, is updated in phases PhaseScan (packs read to
+	// find damage), PhaseSalvage (damaged packs salvaged), PhaseHeal
+	// (source files read) and PhasePurge (snapshots rewritten).
+	Progress *Progress
 }
 
 // RepairResult is what Repair did (or, with DryRun, would do).
@@ -153,7 +157,8 @@ func (r *Repository) repair(ctx context.Context, opts RepairOptions, pl *repairP
 		}
 		report(msg)
 	}
-	d, err := r.Scan(ctx, ScanOptions{ReadData: opts.ReadData})
+	prog := opts.Progress
+	d, err := r.Scan(ctx, ScanOptions{ReadData: opts.ReadData, Progress: prog})
 	if err != nil {
 		return res, err
 	}
@@ -198,7 +203,9 @@ func (r *Repository) repair(ctx context.Context, opts RepairOptions, pl *repairP
 			}
 			s = r.NewSaver(ctx)
 		}
+		prog.StartCounted(PhaseSalvage, int64(len(damaged)), 0)
 		for _, id := range damaged {
+			prog.SetCurrent("pack " + id.Short())
 			n := 0
 			for k, pb := range d.salvage {
 				if pb.Pack != id {
@@ -221,6 +228,7 @@ func (r *Repository) repair(ctx context.Context, opts RepairOptions, pl *repairP
 				}
 			}
 			res.BlobsSalvaged += n
+			prog.AddItem(0)
 			act("salvage %d readable blobs of damaged pack %s (%s)", n, id.Short(), d.DamagedPacks[id])
 		}
 		if s != nil {
@@ -342,7 +350,7 @@ func (r *Repository) repair(ctx context.Context, opts RepairOptions, pl *repairP
 				return res, err
 			}
 		}
-		healed, err := r.heal(ctx, from, missing, opts.DryRun, report)
+		healed, err := r.heal(ctx, from, missing, opts.DryRun, report, prog)
 		if err != nil {
 			return res, err
 		}
@@ -503,10 +511,11 @@ var sqliteMagic = []byte("SQLite format 3\x00")
 // backup would (files class, streams class, and SQLite pages for a
 // database file), and uploads each chunk whose id is in missing, deleting
 // it from missing. It returns how many blobs it found.
-func (r *Repository) heal(ctx context.Context, from []string, missing map[blobKey]bool, dryRun bool, report func(string)) (int, error) {
+func (r *Repository) heal(ctx context.Context, from []string, missing map[blobKey]bool, dryRun bool, report func(string), prog *Progress) (int, error) {
 	if len(missing) == 0 || len(from) == 0 {
 		return 0, nil
 	}
+	prog.StartPhase(PhaseHeal)
 	var s *Saver
 	if !dryRun {
 		s = r.NewSaver(ctx)
@@ -536,6 +545,8 @@ func (r *Repository) heal(ctx context.Context, from []string, missing map[blobKe
 	}
 	scratch := make([]byte, r.cfg.ChunkClasses[ClassFiles].MaxSize)
 	healFile := func(p string) error {
+		prog.SetCurrent(p)
+		defer prog.AddFiles(1)
 		for _, c := range chunkers {
 			f, err := source.OpenFile(p)
 			if err != nil {
@@ -552,6 +563,7 @@ func (r *Repository) heal(ctx context.Context, from []string, missing map[blobKe
 					report(fmt.Sprintf("warning: heal: %s: %v", p, err))
 					break
 				}
+				prog.AddBytes(int64(len(b)))
 				if err := consider(b); err != nil {
 					f.Close()
 					return err
@@ -636,6 +648,8 @@ func (r *Repository) purge(ctx context.Context, d *Damage, sns []*Snapshot, brok
 	if !opts.DryRun {
 		s = r.NewSaver(ctx)
 	}
+	prog := opts.Progress
+	prog.StartCounted(PhasePurge, int64(len(bySnap)), 0)
 	type rewrite struct {
 		old *Snapshot
 		new *Snapshot // nil: remove
@@ -653,6 +667,8 @@ func (r *Repository) purge(ctx context.Context, d *Damage, sns []*Snapshot, brok
 			res.FilesPurged = append(res.FilesPurged, bf)
 			res.BytesLost += bf.BytesLost
 		}
+		prog.SetCurrent("snapshot " + sn.ID.Short())
+		prog.AddItem(0)
 		root, err := w.rewriteTree(ctx, s, sn.Tree)
 		if err != nil {
 			if s != nil {

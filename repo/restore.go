@@ -112,6 +112,16 @@ type RestoreOptions struct {
 	// PRAGMA integrity_check on each restored database image ("ok" when
 	// sound) or the error that kept it from running.
 	OnDatabase func(path, verdict string, err error)
+	// Progress, when set, is updated in phase PhaseRestore. Its totals
+	// come from the snapshot's summary when the whole snapshot is
+	// restored, else from a walk of the subtree beside the restore
+	// (which reads its trees a second time); nil saves that.
+	Progress *Progress
+	// OnItem, when set, is told about every regular file finished:
+	// ItemRestored (written) or ItemSkipped (kept by Overwrite), with its
+	// snapshot path and size. Not for files reported to OnError. May be
+	// called concurrently.
+	OnItem func(action, path string, size int64)
 }
 
 // RestoreStats counts what Restore wrote.
@@ -157,12 +167,20 @@ func (r *Repository) Restore(ctx context.Context, sn *Snapshot, subpath string, 
 	rs := &restorer{
 		r:         r,
 		onError:   opts.OnError,
+		onItem:    opts.OnItem,
+		progress:  opts.Progress,
 		files:     make(chan []restoreJob, 64),
 		isRoot:    os.Geteuid() == 0,
 		overwrite: opts.Overwrite,
 	}
 	if rs.onError == nil {
 		rs.onError = func(string, error) {}
+	}
+	if rs.onItem == nil {
+		rs.onItem = func(string, string, int64) {}
+	}
+	if stop := r.countRestore(ctx, opts.Progress, sn, clean, node); stop != nil {
+		defer stop()
 	}
 	var wg sync.WaitGroup
 	for range restoreWorkers() {
@@ -207,6 +225,9 @@ func restoreWorkers() int { return min(max(4, 2*runtime.GOMAXPROCS(0)), 8) }
 type restorer struct {
 	r       *Repository
 	onError func(string, error)
+	onItem  func(action, path string, size int64)
+	// progress is nil unless the caller watches.
+	progress *Progress
 	// files carries a single file to a worker, or a batch of small
 	// files stored in one pack (see packBatcher).
 	files     chan []restoreJob
@@ -294,10 +315,14 @@ type restoreJob struct {
 	node  *Node
 	// blob is where the one blob of a batched file is stored.
 	blob index.PackedBlob
+	// counted is how many of the file's bytes were counted as done in the
+	// progress while it was written; finish counts the rest.
+	counted int64
 }
 
 func (rs *restorer) report(shown string, err error) {
 	rs.errors.Add(1)
+	rs.progress.AddError()
 	rs.onError(shown, err)
 }
 
@@ -564,7 +589,7 @@ func (rs *restorer) send(ctx context.Context, jobs []restoreJob) error {
 }
 
 func (rs *restorer) fileWorker(ctx context.Context) {
-	var w contentWriter
+	w := contentWriter{progress: rs.progress}
 	for jobs := range rs.files {
 		switch {
 		case ctx.Err() != nil:
@@ -573,14 +598,18 @@ func (rs *restorer) fileWorker(ctx context.Context) {
 			}
 		case len(jobs) == 1 && jobs[0].blob.Pack.IsNull():
 			job := jobs[0]
+			rs.progress.SetCurrent(job.shown)
+			w.counted = 0
 			kept, err := rs.keepExisting(ctx, &w, job)
 			if err == nil && !kept {
 				err = rs.writeFile(job, func(f *os.File) (int64, error) {
 					return w.write(ctx, rs.r, &rs.zeros, f, job.node)
 				})
 			}
+			job.counted = w.counted
 			rs.finish(job, kept, err)
 		default:
+			rs.progress.SetCurrent(jobs[0].shown)
 			rs.restoreBatch(ctx, &w, jobs)
 		}
 	}
@@ -589,18 +618,68 @@ func (rs *restorer) fileWorker(ctx context.Context) {
 // finish counts the file of job as written, kept or failed, and releases
 // its directory.
 func (rs *restorer) finish(job restoreJob, kept bool, err error) {
+	size := int64(job.node.Size)
+	rs.progress.AddFiles(1)
+	if size > job.counted {
+		rs.progress.AddBytes(size - job.counted)
+	}
 	switch {
 	case err != nil:
 		rs.report(job.shown, err)
 	case kept:
 		rs.count(func(s *RestoreStats) {
 			s.FilesSkipped++
-			s.BytesSkipped += int64(job.node.Size)
+			s.BytesSkipped += size
 		})
+		rs.onItem(ItemSkipped, job.shown, size)
 	default:
 		rs.count(func(s *RestoreStats) { s.Files++ })
+		rs.onItem(ItemRestored, job.shown, size)
 	}
 	rs.release(job.dir)
+}
+
+// countRestore gives p its totals for restoring node (at path clean of
+// sn): the snapshot's summary when that is the whole snapshot, else a
+// walk of the subtree on another goroutine, stopped by the returned func
+// (nil when there is nothing to stop).
+func (r *Repository) countRestore(ctx context.Context, p *Progress, sn *Snapshot, clean string, node *Node) (stop func()) {
+	if p == nil {
+		return nil
+	}
+	p.StartPhase(PhaseRestore)
+	switch {
+	case node.Type == NodeFile:
+		p.SetTotals(1, int64(node.Size))
+		return nil
+	case node.Type != NodeDir:
+		p.SetTotals(0, 0)
+		return nil
+	case clean == "/" && sn.Summary != nil:
+		p.SetTotals(int64(sn.Summary.TotalFiles), sn.Summary.TotalBytes)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := r.Walk(ctx, clean, node, func(_ string, n *Node) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if n.Type == NodeFile {
+				p.AddTotals(1, int64(n.Size))
+			}
+			return nil
+		})
+		if err == nil {
+			p.TotalsFinal()
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // keepExisting looks at what is already where job's file goes and reports
@@ -701,10 +780,20 @@ type contentWriter struct {
 	raw   []byte
 	plain []byte
 	locs  []contentLoc
+	// progress counts the bytes written (and holes left) as they go;
+	// counted is how many that was for the file written last.
+	progress *Progress
+	counted  int64
 	// br and cmp read existing files back for OverwriteIfChanged; made
 	// on first use.
 	br  *bufio.Reader
 	cmp []byte
+}
+
+// advance counts n more bytes of the file being written as done.
+func (w *contentWriter) advance(n int64) {
+	w.counted += n
+	w.progress.AddBytes(n)
 }
 
 // contentLoc is one blob of the file being written: where it is stored,
@@ -742,6 +831,7 @@ func (w *contentWriter) write(ctx context.Context, r *Repository, zeros *zeroBlo
 	for i := 0; i < len(w.locs); {
 		if w.locs[i].zero {
 			off += int64(w.locs[i].RawLength)
+			w.advance(int64(w.locs[i].RawLength))
 			hole = true
 			i++
 			continue
@@ -778,11 +868,13 @@ func (w *contentWriter) write(ctx context.Context, r *Repository, zeros *zeroBlo
 				// unread wherever it comes again.
 				zeros.add(pb.ID, uint32(len(w.plain)))
 				off += int64(len(w.plain))
+				w.advance(int64(len(w.plain)))
 				hole = true
 				continue
 			}
 			m, err := f.WriteAt(w.plain, off)
 			off += int64(m)
+			w.advance(int64(m))
 			if err != nil {
 				return off, err
 			}

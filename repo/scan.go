@@ -63,8 +63,9 @@ type ScanOptions struct {
 	// it only packs that are visibly damaged (wrong size) and unindexed
 	// packs are read.
 	ReadData bool
-	// Progress, when set, is told about each pack read.
-	Progress func(done, total int)
+	// Progress, when set, is updated in phase PhaseScan: the packs read,
+	// with their bytes.
+	Progress *Progress
 }
 
 // Scan inspects index files and packs and returns what is damaged and what
@@ -152,13 +153,17 @@ func (r *Repository) Scan(ctx context.Context, opts ScanOptions) (*Damage, error
 	slices.SortFunc(d.MissingPacks, chunk.ID.Compare)
 	slices.SortFunc(d.UnindexedPacks, chunk.ID.Compare)
 	slices.SortFunc(toRead, chunk.ID.Compare)
-	for i, id := range toRead {
-		if opts.Progress != nil {
-			opts.Progress(i, len(toRead))
-		}
+	var bytes int64
+	for _, id := range toRead {
+		bytes += d.present[id]
+	}
+	opts.Progress.StartCounted(PhaseScan, int64(len(toRead)), bytes)
+	for _, id := range toRead {
+		opts.Progress.SetCurrent("pack " + id.Short())
 		if err := d.readPack(ctx, r, id); err != nil {
 			return nil, err
 		}
+		opts.Progress.AddItem(d.present[id])
 	}
 	// A blob good somewhere needs no salvage.
 	for k := range d.good {

@@ -59,6 +59,15 @@ the snapshot.
 snapshot is kept only if CMD exits with status 0, so a truncated dump never
 looks like a good backup. Its stderr is passed through.
 
+Progress: on a terminal a progress line shows files and bytes done of the
+totals (counted by a walk of the paths beside the backup), the rate, the
+time left and the current file; with --json, status objects are printed
+every second (REPO_PROGRESS_FPS=N: N times a second); when stdout is a
+pipe or a file, only the summary. -v prints every new or changed file
+("new", "changed"), -vv also the unchanged ones; with --json these are
+verbose_status objects. --quiet shows none of it; --no-color or NO_COLOR
+keeps the progress line plain.
+
 Examples:
   repo backup -r /srv/backup /home /etc
   repo backup --exclude '*.tmp' --exclude '/home/*/.cache' --tag nightly /home
@@ -69,7 +78,8 @@ Examples:
   repo backup --freeze-cmd 'nbackup -L /db/emp.fdb' --thaw-cmd 'nbackup -N /db/emp.fdb' /db
 
 Exit codes: 0 ok, 1 error (no snapshot saved), 2 usage, 3 snapshot saved but
-some entries could not be read, 10 no repository, 12 wrong password.`,
+some entries could not be read, 10 no repository, 11 repository locked,
+12 wrong password.`,
 		RunE: func(c *cobra.Command, args []string) error { return runBackup(c, g, o, args) },
 	}
 	f := c.Flags()
@@ -137,6 +147,12 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 			return usageError("--compression: %v", err)
 		}
 	}
+	// Hooks and dump commands write to stderr itself, not through the
+	// progress display: a child given a pipe instead of a file would
+	// keep Wait waiting for whatever it leaves running.
+	childErr := g.err
+	ui := g.startProgress()
+	defer ui.stop()
 	r, ctx, closeRepo, err := g.openRepository(ctx, true)
 	if err != nil {
 		return err
@@ -162,6 +178,8 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 			defer mu.Unlock()
 			g.warn(path, err)
 		},
+		Progress: ui.progress(),
+		OnItem:   ui.onItem(),
 	}
 	opts.Databases = o.databases
 	opts.OnDatabase = func(p string, info sqlite.Info) {
@@ -179,7 +197,7 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 	if o.freezeCmd != "" {
 		fz, err := source.StartFreeze(ctx, source.FreezeOptions{
 			FreezeCmd: o.freezeCmd, ThawCmd: o.thawCmd, Timeout: o.freezeTimeout,
-			Stdout: g.err, Stderr: g.err,
+			Stdout: childErr, Stderr: childErr,
 		})
 		if err != nil {
 			return fmt.Errorf("freeze: %w", err)
@@ -210,7 +228,7 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 		})
 	}
 	if command != nil {
-		cmd, err := source.StartCommand(ctx, command, g.err)
+		cmd, err := source.StartCommand(ctx, command, childErr)
 		if err != nil {
 			return err
 		}
@@ -242,6 +260,7 @@ func runBackup(c *cobra.Command, g *globalOptions, o backupOptions, args []strin
 		opts.Parent = p
 	}
 	sn, err := r.Backup(ctx, opts)
+	ui.stop()
 	if err != nil {
 		return err
 	}

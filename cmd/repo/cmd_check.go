@@ -53,6 +53,13 @@ accepts, in steps that can be re-run after a crash until done:
 With --read-data it reads every pack to find damaged blobs first;
 --dry-run shows all of it and changes nothing. See docs/repair.md.
 
+Progress: on a terminal a progress line shows the step (index files,
+snapshots, packs read; with --repair packs read, salvaged, files healed,
+snapshots rewritten), how much of it is done and the time left; with
+--json, status objects are printed every second (REPO_PROGRESS_FPS=N: N
+times a second); when stdout is a pipe or a file, only the findings and
+the summary. --no-color or NO_COLOR keeps the progress line plain.
+
 Examples:
   repo check
   repo check --read-data
@@ -64,7 +71,8 @@ Examples:
 
 Exit codes: 0 no errors (notes may be printed; after --repair: repaired),
 1 errors found, 2 usage (e.g. a malformed --read-data-subset),
-10 no repository, 11 repository locked (--repair), 12 wrong password.`,
+10 no repository, 11 repository locked (by an exclusive lock; with
+--repair, by any lock), 12 wrong password.`,
 		Args: argsRange(0, 0),
 		RunE: func(c *cobra.Command, _ []string) error { return runCheck(c, g, o) },
 	}
@@ -101,6 +109,9 @@ func runCheck(c *cobra.Command, g *globalOptions, o checkOptions) error {
 		}
 		opts.Subset = subset
 	}
+	ui := g.startProgress()
+	defer ui.stop()
+	opts.Progress = ui.progress()
 	r, ctx, closeRepo, err := g.openRepository(ctx, false)
 	if err != nil {
 		return err
@@ -116,6 +127,7 @@ func runCheck(c *cobra.Command, g *globalOptions, o checkOptions) error {
 		}
 		fmt.Fprintf(g.out, "%s: %s %s: %s\n", f.Level, f.Kind, f.Object, f.Message)
 	})
+	ui.stop()
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,7 @@ Examples:
   repo diff --json 3fa2b1c4 latest | jq 'select(.modifier == "M") | .path'
 
 Exit codes: 0 ok (also when the snapshots differ), 1 error, 2 usage,
-10 no repository, 12 wrong password.`,
+10 no repository, 11 repository locked, 12 wrong password.`,
 		Args: argsRange(2, 2),
 		RunE: func(c *cobra.Command, args []string) error { return runDiff(c, g, o, args) },
 	}
@@ -64,6 +64,14 @@ type diffChangeJSON struct {
 	OldType     string  `json:"old_type,omitempty"`
 	Size        *uint64 `json:"size,omitempty"` // files: the new size (the old one when removed)
 	OldSize     *uint64 `json:"old_size,omitempty"`
+}
+
+// diffSummary is the summary line of diff --json.
+type diffSummary struct {
+	MessageType string `json:"message_type"`
+	OldSnapshot string `json:"old_snapshot"` // the first snapshot's id
+	NewSnapshot string `json:"new_snapshot"` // the second's
+	repo.DiffStats
 }
 
 func runDiff(c *cobra.Command, g *globalOptions, o diffOptions, args []string) error {
@@ -112,12 +120,7 @@ func runDiff(c *cobra.Command, g *globalOptions, o diffOptions, args []string) e
 		return err
 	}
 	if g.json {
-		printJSON(g.out, struct {
-			MessageType string `json:"message_type"`
-			OldSnapshot string `json:"old_snapshot"`
-			NewSnapshot string `json:"new_snapshot"`
-			repo.DiffStats
-		}{"summary", sn1.ID.String(), sn2.ID.String(), st})
+		printJSON(g.out, diffSummary{"summary", sn1.ID.String(), sn2.ID.String(), st})
 		return nil
 	}
 	if g.quiet {

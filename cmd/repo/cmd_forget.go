@@ -137,6 +137,41 @@ func (o forgetOptions) policy() (repo.Policy, error) {
 	return p, nil
 }
 
+// forgetDecisionJSON is what forget --json says of each snapshot it
+// considers (with a policy, or with ids in a dry run).
+type forgetDecisionJSON struct {
+	MessageType string    `json:"message_type"` // "snapshot"
+	Action      string    `json:"action"`       // "keep" or "remove"
+	SnapshotID  string    `json:"snapshot_id"`
+	ShortID     string    `json:"short_id"`
+	Time        time.Time `json:"time"`
+	Hostname    string    `json:"hostname"`
+	Paths       []string  `json:"paths"`
+	Tags        []string  `json:"tags,omitempty"`
+	// Reasons are the rules that keep the snapshot ("daily", "tag
+	// release"); empty for one to remove.
+	Reasons []string `json:"reasons"`
+}
+
+// forgetRemovedJSON reports a snapshot forget removed.
+type forgetRemovedJSON struct {
+	MessageType string `json:"message_type"` // "removed"
+	SnapshotID  string `json:"snapshot_id"`
+}
+
+// forgetSummary is the summary line of forget --json.
+type forgetSummary struct {
+	MessageType string `json:"message_type"`
+	DryRun      bool   `json:"dry_run"`
+	Removed     int    `json:"removed"`
+	// WouldRemove is set in a dry run only: what the real run removes.
+	WouldRemove *int `json:"would_remove,omitempty"`
+	// Kept is set with a policy only: the snapshots it keeps.
+	Kept *int `json:"kept,omitempty"`
+	// Prune is the result of --prune, when it ran.
+	Prune *repo.PruneResult `json:"prune,omitempty"`
+}
+
 func runForget(c *cobra.Command, g *globalOptions, o forgetOptions, refs []string) error {
 	fs := c.Flags()
 	policySet := changedFlags(fs, policyFlags)
@@ -170,6 +205,11 @@ func runForget(c *cobra.Command, g *globalOptions, o forgetOptions, refs []strin
 	}
 
 	ctx := c.Context()
+	// --prune shows its progress as prune does. The display takes over
+	// g.out, so it starts before anything runs (see progressUI); forget
+	// alone starts no phase and shows nothing.
+	ui := g.startProgress()
+	defer ui.stop()
 	r, ctx, closeRepo, err := g.openRepository(ctx, false)
 	if err != nil {
 		return err
@@ -191,7 +231,11 @@ func runForget(c *cobra.Command, g *globalOptions, o forgetOptions, refs []strin
 	}
 	if o.dryRun {
 		if g.json {
-			printJSON(g.out, map[string]any{"message_type": "summary", "dry_run": true, "removed": 0, "would_remove": len(remove), "kept": kept})
+			sum := forgetSummary{MessageType: "summary", DryRun: true, WouldRemove: new(len(remove))}
+			if len(refs) == 0 {
+				sum.Kept = &kept
+			}
+			printJSON(g.out, sum)
 		} else if !g.quiet {
 			fmt.Fprintf(g.out, "dry run: would remove %d snapshot(s), keep %d; nothing was changed\n", len(remove), kept)
 			if o.prune {
@@ -219,7 +263,7 @@ func runForget(c *cobra.Command, g *globalOptions, o forgetOptions, refs []strin
 		}
 		removed++
 		if g.json {
-			printJSON(g.out, map[string]any{"message_type": "removed", "snapshot_id": sn.ID.String()})
+			printJSON(g.out, forgetRemovedJSON{"removed", sn.ID.String()})
 		} else if len(refs) > 0 {
 			g.verbosef("removed snapshot %s", sn.ID.Short())
 		}
@@ -229,19 +273,18 @@ func runForget(c *cobra.Command, g *globalOptions, o forgetOptions, refs []strin
 		res, err := r.Prune(ctx, repo.PruneOptions{
 			MaxUnused: maxUnused,
 			Report:    g.actionReporter("prune"),
+			Progress:  ui.progress(),
 		})
+		ui.stop()
 		if err != nil {
 			return fmt.Errorf("%d snapshot(s) removed, but prune failed: %w", removed, err)
 		}
 		pruneRes = &res
 	}
 	if g.json {
-		sum := map[string]any{"message_type": "summary", "dry_run": false, "removed": removed}
+		sum := forgetSummary{MessageType: "summary", Removed: removed, Prune: pruneRes}
 		if len(refs) == 0 {
-			sum["kept"] = kept
-		}
-		if pruneRes != nil {
-			sum["prune"] = pruneRes
+			sum.Kept = &kept
 		}
 		printJSON(g.out, sum)
 	} else if !g.quiet {
@@ -371,10 +414,10 @@ func printDecision(g *globalOptions, d repo.PolicyDecision) {
 	if g.json {
 		reasons := d.Reasons
 		if reasons == nil {
-			reasons = []string{}
+			reasons = []string{} // [] rather than null: "no reason to keep it"
 		}
-		printJSON(g.out, map[string]any{"message_type": "snapshot", "action": action, "snapshot_id": sn.ID.String(),
-			"short_id": sn.ID.Short(), "time": sn.Time, "hostname": sn.Hostname, "paths": sn.Paths, "tags": sn.Tags, "reasons": reasons})
+		printJSON(g.out, forgetDecisionJSON{MessageType: "snapshot", Action: action, SnapshotID: sn.ID.String(),
+			ShortID: sn.ID.Short(), Time: sn.Time, Hostname: sn.Hostname, Paths: sn.Paths, Tags: sn.Tags, Reasons: reasons})
 		return
 	}
 	if g.quiet {

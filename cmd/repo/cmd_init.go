@@ -48,6 +48,17 @@ Exit codes: 0 created, 1 error (including: a repository exists there), 2 usage.`
 	return withLock(c, lockNone)
 }
 
+// initSummary is the summary line of init --json.
+type initSummary struct {
+	MessageType string `json:"message_type"`
+	// ID is the repository's id (64 hex digits), which names its cache.
+	ID          string `json:"id"`
+	Location    string `json:"location"`
+	Encrypted   bool   `json:"encrypted"`
+	Compression string `json:"compression"`
+	PackSize    int    `json:"pack_size"` // target size of a pack, in bytes
+}
+
 func runInit(c *cobra.Command, g *globalOptions, o initOptions) error {
 	ctx := c.Context()
 	if o.packSizeMiB < 1 || o.packSizeMiB > 1024 {
@@ -81,7 +92,7 @@ func runInit(c *cobra.Command, g *globalOptions, o initOptions) error {
 		return err
 	}
 	if g.json {
-		printJSON(g.out, map[string]any{"message_type": "summary", "id": cfg.ID, "location": be.Location(), "encrypted": cfg.Encrypted})
+		printJSON(g.out, initSummary{"summary", cfg.ID, be.Location(), cfg.Encrypted, cfg.Compression, cfg.PackSize})
 		return nil
 	}
 	enc := "encrypted"

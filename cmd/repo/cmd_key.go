@@ -137,10 +137,15 @@ Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 11 repository locked,
 12 wrong password (or the new passwords typed do not match).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return c.Help()
+			switch {
+			case len(args) > 0:
+				return usageError("unknown key command %q (want list, add, remove or passwd; see 'repo key --help')", args[0])
+			case g.json:
+				// The help text is not JSON; a script that asks for
+				// JSON gets a usage error it can parse instead.
+				return usageError("key needs a command: list, add, remove or passwd (see 'repo key --help')")
 			}
-			return usageError("unknown key command %q (want list, add, remove or passwd; see 'repo key --help')", args[0])
+			return c.Help()
 		},
 	}
 	c.AddCommand(newKeyListCmd(g), newKeyAddCmd(g), newKeyRemoveCmd(g), newKeyPasswdCmd(g))
@@ -161,12 +166,37 @@ Examples:
   repo key list
   repo key list --json | jq -r 'select(.message_type=="key") | .id'
 
-Exit codes: 0 ok, 1 error (also: a key file is unreadable), 10 no
+Exit codes: 0 ok, 1 error (also: a key file is unreadable), 2 usage, 10 no
 repository, 12 wrong password.`,
 		Args: argsRange(0, 0),
 		RunE: func(c *cobra.Command, _ []string) error { return runKeyList(c.Context(), g) },
 	}
 	return withLock(c, lockNone)
+}
+
+// keyItemJSON is one key file in key list --json. An unreadable one has
+// only its id, short_id, current and error.
+type keyItemJSON struct {
+	MessageType string `json:"message_type"`
+	ShortID     string `json:"short_id"`
+	repo.KeyInfo
+	Error string `json:"error,omitempty"`
+}
+
+// keyListSummary is the summary line of key list --json.
+type keyListSummary struct {
+	MessageType string `json:"message_type"`
+	Keys        int    `json:"keys"`
+	Current     string `json:"current"` // the id of the key the password opened
+	Unreadable  int    `json:"unreadable"`
+}
+
+// keyChangeSummary is the summary line of key add, remove and passwd
+// --json: the ids of the key files written and removed.
+type keyChangeSummary struct {
+	MessageType string `json:"message_type"`
+	Added       string `json:"added,omitempty"`
+	Removed     string `json:"removed,omitempty"`
 }
 
 func runKeyList(ctx context.Context, g *globalOptions) error {
@@ -190,18 +220,13 @@ func runKeyList(ctx context.Context, g *globalOptions) error {
 	}
 	if g.json {
 		for _, k := range keys {
-			msg := struct {
-				MessageType string `json:"message_type"`
-				ShortID     string `json:"short_id"`
-				repo.KeyInfo
-				Error string `json:"error,omitempty"`
-			}{MessageType: "key", ShortID: k.ShortID(), KeyInfo: k}
+			msg := keyItemJSON{MessageType: "key", ShortID: k.ShortID(), KeyInfo: k}
 			if k.Err != nil {
 				msg.Error = k.Err.Error()
 			}
 			printJSON(g.out, msg)
 		}
-		printJSON(g.out, map[string]any{"message_type": "summary", "keys": len(keys), "current": r.KeyID(), "unreadable": broken})
+		printJSON(g.out, keyListSummary{"summary", len(keys), r.KeyID(), broken})
 	} else {
 		tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, " ID\tUser\tHost\tCreated")
@@ -290,7 +315,7 @@ func runKeyAdd(ctx context.Context, g *globalOptions, o newKeyOptions) error {
 		return err
 	}
 	if g.json {
-		printJSON(g.out, map[string]any{"message_type": "summary", "added": id})
+		printJSON(g.out, keyChangeSummary{MessageType: "summary", Added: id})
 		return nil
 	}
 	g.verbosef("added key %s", id[:8])
@@ -340,7 +365,7 @@ func runKeyRemove(ctx context.Context, g *globalOptions, ref string) error {
 		return err
 	}
 	if g.json {
-		printJSON(g.out, map[string]any{"message_type": "summary", "removed": id})
+		printJSON(g.out, keyChangeSummary{MessageType: "summary", Removed: id})
 		return nil
 	}
 	g.verbosef("removed key %s", id[:8])
@@ -394,7 +419,7 @@ func runKeyPasswd(ctx context.Context, g *globalOptions, o newKeyOptions) error 
 		return err
 	}
 	if g.json {
-		printJSON(g.out, map[string]any{"message_type": "summary", "added": res.Added, "removed": res.Removed})
+		printJSON(g.out, keyChangeSummary{"summary", res.Added, res.Removed})
 		return nil
 	}
 	g.verbosef("added key %s with the new password, removed key %s", res.Added[:8], res.Removed[:8])

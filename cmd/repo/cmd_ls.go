@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -26,13 +27,39 @@ Examples:
   repo ls -l 3fa2b1c9 /home/ann
   repo ls --json latest /etc
 
-Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 12 wrong password.`,
+Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 11 repository locked,
+12 wrong password.`,
 		Args: argsRange(1, 2),
 		RunE: func(c *cobra.Command, args []string) error { return runLs(c, g, o, args) },
 	}
 	c.Flags().BoolVarP(&o.long, "long", "l", false, "show mode, owner, size and time")
 	o.addFlags(c.Flags(), "for latest: ")
 	return withLock(c, lockShared)
+}
+
+// lsNodeJSON is one entry in ls --json: what ls -l shows. The tree's own
+// node encoding (docs/format.md) is not used: it carries blob lists and
+// raw names that are no business of a listing.
+type lsNodeJSON struct {
+	MessageType string `json:"message_type"`
+	Path        string `json:"path"`
+	Type        string `json:"type"`
+	// Size is the file's size in bytes; 0 for anything but a file.
+	Size uint64 `json:"size"`
+	// Mode is the permission bits with setuid, setgid and sticky, in
+	// octal as chmod takes it ("0644", "4755").
+	Mode       string    `json:"mode"`
+	UID        uint32    `json:"uid"`
+	GID        uint32    `json:"gid"`
+	ModTime    time.Time `json:"mtime"`
+	LinkTarget string    `json:"link_target,omitempty"`
+}
+
+// lsSummary is the summary line of ls --json.
+type lsSummary struct {
+	MessageType string `json:"message_type"`
+	SnapshotID  string `json:"snapshot_id"`
+	Nodes       int    `json:"nodes"` // entries listed
 }
 
 func runLs(c *cobra.Command, g *globalOptions, o lsOptions, args []string) error {
@@ -58,8 +85,8 @@ func runLs(c *cobra.Command, g *globalOptions, o lsOptions, args []string) error
 		count++
 		switch {
 		case g.json:
-			printJSON(g.out, map[string]any{"message_type": "node", "path": p, "type": n.Type, "size": n.Size,
-				"mode": fmt.Sprintf("%04o", n.Mode), "uid": n.UID, "gid": n.GID, "mtime": n.ModTime})
+			printJSON(g.out, lsNodeJSON{MessageType: "node", Path: p, Type: n.Type, Size: n.Size,
+				Mode: fmt.Sprintf("%04o", n.Mode), UID: n.UID, GID: n.GID, ModTime: n.ModTime, LinkTarget: n.LinkTarget})
 		case o.long:
 			fmt.Fprintf(g.out, "%s %5d %5d %12d %s %s\n", modeString(n), n.UID, n.GID, n.Size, n.ModTime.Local().Format("2006-01-02 15:04:05"), p)
 		default:
@@ -71,7 +98,7 @@ func runLs(c *cobra.Command, g *globalOptions, o lsOptions, args []string) error
 		return err
 	}
 	if g.json {
-		printJSON(g.out, map[string]any{"message_type": "summary", "snapshot_id": sn.ID.String(), "nodes": count})
+		printJSON(g.out, lsSummary{"summary", sn.ID.String(), count})
 	}
 	return nil
 }

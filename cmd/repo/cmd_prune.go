@@ -40,6 +40,13 @@ interrupted prune). See docs/prune.md.
 --max-unused is N% (default 5%; 0% repacks every partly used pack) or
 "unlimited" (only delete, never repack).
 
+Progress: on a terminal a progress line shows the step (index files read,
+snapshots walked, packs repacked, packs deleted), how much of it is done
+and the time left; with --json, status objects are printed every second
+(REPO_PROGRESS_FPS=N: N times a second); when stdout is a pipe or a file,
+only the actions and the summary. --no-color or NO_COLOR keeps the
+progress line plain.
+
 Examples:
   repo prune --dry-run
   repo prune
@@ -73,6 +80,8 @@ func runPrune(ctx context.Context, g *globalOptions, o pruneOptions) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
+	ui := g.startProgress()
+	defer ui.stop()
 	r, ctx, closeRepo, err := g.openRepository(ctx, false)
 	if err != nil {
 		return err
@@ -82,7 +91,9 @@ func runPrune(ctx context.Context, g *globalOptions, o pruneOptions) error {
 		MaxUnused: maxUnused,
 		DryRun:    o.dryRun,
 		Report:    g.actionReporter("prune"),
+		Progress:  ui.progress(),
 	})
+	ui.stop()
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,8 @@ type repairOptions struct {
 // runRepair runs the repair steps (all, or with purgeOnly just the purge)
 // and prints what was done.
 func runRepair(ctx context.Context, g *globalOptions, o repairOptions, purgeOnly bool) error {
+	ui := g.startProgress()
+	defer ui.stop()
 	r, ctx, closeRepo, err := g.openRepository(ctx, false)
 	if err != nil {
 		return err
@@ -34,6 +36,7 @@ func runRepair(ctx context.Context, g *globalOptions, o repairOptions, purgeOnly
 		SkipHeal:     purgeOnly || o.noHeal,
 		Op:           repo.OpRepair,
 		Report:       g.actionReporter("repair"),
+		Progress:     ui.progress(),
 	}
 	if purgeOnly {
 		opts.Op = repo.OpPurge
@@ -42,6 +45,7 @@ func runRepair(ctx context.Context, g *globalOptions, o repairOptions, purgeOnly
 		opts.From = o.from
 	}
 	res, err := r.Repair(ctx, opts)
+	ui.stop()
 	if err != nil {
 		return err
 	}
@@ -82,12 +86,18 @@ it still re-indexes and salvages first (a purge against an index that names
 missing packs would not leave a repository check accepts), but it never
 reads your files, so files that healing could save are purged.
 
+Progress: on a terminal a progress line shows the step (packs read,
+salvaged, snapshots rewritten) and how much of it is done; with --json,
+status objects are printed every second (REPO_PROGRESS_FPS=N: N times a
+second); when stdout is a pipe or a file, only the actions and the
+summary. --no-color or NO_COLOR keeps the progress line plain.
+
 Examples:
   repo list-broken-files
   repo purge-broken-files --dry-run
   repo purge-broken-files
 
-Exit codes: 0 ok, 1 error, 10 no repository, 11 repository locked,
+Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 11 repository locked,
 12 wrong password.`,
 		Args: argsRange(0, 0),
 		RunE: func(c *cobra.Command, _ []string) error {
@@ -108,14 +118,16 @@ cannot be recovered from the repository, with how many of its blobs are
 lost and how many bytes that is. Blobs in packs that no index lists and
 readable blobs of damaged packs count as recoverable: 'repo check --repair'
 keeps them. With --read-data every pack is read, so damaged blobs are found
-too; without it only missing and visibly damaged packs are.
+too; without it only missing and visibly damaged packs are. On a terminal
+a progress line shows the packs read; with --json, status objects (see
+'repo check --help').
 
 Examples:
   repo list-broken-files
   repo list-broken-files --read-data latest
   repo list-broken-files --json
 
-Exit codes: 0 nothing broken, 1 broken files listed (or an error),
+Exit codes: 0 nothing broken, 1 broken files listed (or an error), 2 usage,
 10 no repository, 11 repository locked, 12 wrong password.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runListBrokenFiles(c.Context(), g, readData, args)
@@ -126,12 +138,15 @@ Exit codes: 0 nothing broken, 1 broken files listed (or an error),
 }
 
 func runListBrokenFiles(ctx context.Context, g *globalOptions, readData bool, refs []string) error {
+	ui := g.startProgress()
+	defer ui.stop()
 	r, ctx, closeRepo, err := g.openRepository(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer closeRepo()
-	d, err := r.Scan(ctx, repo.ScanOptions{ReadData: readData})
+	d, err := r.Scan(ctx, repo.ScanOptions{ReadData: readData, Progress: ui.progress()})
+	ui.stop()
 	if err != nil {
 		return err
 	}

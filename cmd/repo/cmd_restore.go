@@ -50,6 +50,14 @@ A database image (backup --sqlite) is written with any stale -wal, -shm or
 verdict is printed. --verify then reads every restored file back and
 checks its size and every block against the snapshot.
 
+Progress: on a terminal a progress line shows files and bytes restored of
+the totals, the rate, the time left and the current file; with --json,
+status objects are printed every second (REPO_PROGRESS_FPS=N: N times a
+second); when stdout is a pipe or a file, only the summary. -v prints
+every file restored ("restored"), -vv also those --overwrite kept
+("skipped"); with --json these are verbose_status objects. --quiet shows
+none of it; --no-color or NO_COLOR keeps the progress line plain.
+
 Examples:
   repo restore latest --target /tmp/restore
   repo restore latest --path /home --host laptop --target /tmp/restore
@@ -59,7 +67,7 @@ Examples:
 
 Exit codes: 0 ok, 1 error, some files not restored, a restored database
 failing its integrity check, or --verify finding a difference, 2 usage,
-10 no repository, 12 wrong password.`,
+10 no repository, 11 repository locked, 12 wrong password.`,
 		Args: argsRange(1, 1),
 		RunE: func(c *cobra.Command, args []string) error { return runRestore(c, g, o, args[0]) },
 	}
@@ -86,6 +94,8 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 		return usageError("--overwrite: %v", err)
 	}
 	id, sub := splitSnapshotRef(ref)
+	ui := g.startProgress()
+	defer ui.stop()
 	r, sn, ctx, closeRepo, err := g.openSnapshot(ctx, id, o.filter())
 	if err != nil {
 		return err
@@ -112,17 +122,27 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 				g.verbosef("database %s: integrity_check %s", path, verdict)
 			}
 		},
+		Progress: ui.progress(),
+		OnItem:   ui.onItem(),
 	})
+	ui.stop()
 	if err != nil {
 		return err
 	}
-	if g.json {
+	// With --json the summary is the last line: after --verify, it
+	// carries the verification's figures too.
+	summary := func(vs *repo.VerifyStats) {
 		printJSON(g.out, struct {
 			MessageType string `json:"message_type"`
 			SnapshotID  string `json:"snapshot_id"`
 			repo.RestoreStats
-		}{"summary", sn.ID.String(), st})
-	} else {
+			Verify *repo.VerifyStats `json:"verify,omitempty"`
+		}{"summary", sn.ID.String(), st, vs})
+	}
+	failed := st.Errors > 0 || st.DatabasesDamaged > 0
+	if g.json && (!o.verify || failed) {
+		summary(nil)
+	} else if !g.json {
 		fmt.Fprintf(g.out, "restored snapshot %s to %s: %d files, %d dirs, %d symlinks, %s\n",
 			sn.ID.Short(), o.target, st.Files, st.Dirs, st.Symlinks, formatBytes(st.Bytes))
 		if st.FilesSkipped > 0 || st.OtherSkipped > 0 {
@@ -146,10 +166,7 @@ func runRestore(c *cobra.Command, g *globalOptions, o restoreOptions, ref string
 			return fmt.Errorf("verify: %w", err)
 		}
 		if g.json {
-			printJSON(g.out, struct {
-				MessageType string `json:"message_type"`
-				repo.VerifyStats
-			}{"verify_summary", vs})
+			summary(&vs)
 		} else if !g.quiet {
 			fmt.Fprintf(g.out, "verified %d files, %s: %d differ\n", vs.Files, formatBytes(vs.Bytes), vs.Errors)
 		}

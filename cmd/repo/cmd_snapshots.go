@@ -27,12 +27,30 @@ Examples:
   repo snapshots --host db1 --tag nightly
   repo snapshots --json | jq .id
 
-Exit codes: 0 ok, 1 error, 10 no repository, 12 wrong password.`,
+Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 11 repository locked,
+12 wrong password.`,
 		Args: argsRange(0, 0),
 		RunE: func(c *cobra.Command, _ []string) error { return runSnapshots(c, g, o) },
 	}
 	o.addFlags(c.Flags(), "")
 	return withLock(c, lockShared)
+}
+
+// snapshotItemJSON is one snapshot in snapshots --json: the snapshot file's
+// fields (see docs/format.md) and its id, which the file itself does not
+// hold (it is the file's name).
+type snapshotItemJSON struct {
+	MessageType string `json:"message_type"`
+	ID          string `json:"id"`
+	ShortID     string `json:"short_id"`
+	*repo.Snapshot
+}
+
+// snapshotsSummary is the summary line of snapshots --json.
+type snapshotsSummary struct {
+	MessageType string `json:"message_type"`
+	Snapshots   int    `json:"snapshots"`  // listed (those the filter selects)
+	Unreadable  int    `json:"unreadable"` // snapshot files that could not be read
 }
 
 func runSnapshots(c *cobra.Command, g *globalOptions, o snapshotsOptions) error {
@@ -59,14 +77,9 @@ func runSnapshots(c *cobra.Command, g *globalOptions, o snapshotsOptions) error 
 	}
 	if g.json {
 		for _, sn := range shown {
-			printJSON(g.out, struct {
-				MessageType string `json:"message_type"`
-				ID          string `json:"id"`
-				ShortID     string `json:"short_id"`
-				*repo.Snapshot
-			}{"snapshot", sn.ID.String(), sn.ID.Short(), sn})
+			printJSON(g.out, snapshotItemJSON{"snapshot", sn.ID.String(), sn.ID.Short(), sn})
 		}
-		printJSON(g.out, map[string]any{"message_type": "summary", "snapshots": len(shown), "unreadable": broken})
+		printJSON(g.out, snapshotsSummary{"summary", len(shown), broken})
 	} else {
 		tw := tabwriter.NewWriter(g.out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tTime\tHost\tTags\tSize\tPaths")

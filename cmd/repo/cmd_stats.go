@@ -42,7 +42,8 @@ Examples:
   repo stats 3fa2b1c9 77d0e5aa --json | jq .dedup_ratio
 
 Exit codes: 0 ok, 1 error (also: a snapshot or tree could not be read; the
-rest is counted and shown), 10 no repository, 11 locked, 12 wrong password.`,
+rest is counted and shown), 2 usage, 10 no repository, 11 locked, 12 wrong
+password.`,
 		Args: argsRange(0, -1),
 		RunE: func(c *cobra.Command, args []string) error { return runStats(c.Context(), g, args) },
 	}

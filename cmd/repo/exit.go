@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
+	"syscall"
 
 	"repo/backend"
 	"repo/repo"
@@ -59,25 +62,67 @@ func exitCode(err error) int {
 	return exitError
 }
 
-// errorLine renders err as the one line printed for it, with a hint on
-// what to do where there is an obvious next step.
+// errorLine renders err as the one line printed for it, followed, where
+// there is one, by what to do next: the command that fixes it, or where to
+// look. The hints are chosen by error type (errors.Is/As), never by the
+// message's text.
 func errorLine(err error) string {
 	msg := err.Error()
+	var (
+		locked  *repo.LockedError
+		blobErr *repo.BlobError
+		ambig   *repo.AmbiguousSnapshotError
+	)
 	switch {
 	case errors.Is(err, context.Canceled):
 		msg = "interrupted"
 	case errors.Is(err, repo.ErrNoRepository):
-		msg += " (create one with 'repo init', or check -r / REPO_REPOSITORY)"
-	case errors.As(err, new(*repo.LockedError)) && !strings.Contains(msg, "unlock"):
-		msg += "; wait for it to finish, retry with --retry-lock 10m, or, if that process is gone, run 'repo unlock'"
+		msg += " (create one with 'repo init -r LOCATION', or check -r / REPO_REPOSITORY)"
+	case errors.As(err, &locked):
+		msg += lockHint(locked)
 	case errors.Is(err, repo.ErrLockLost):
 		msg += "; the operation was stopped before committing more: run the command again"
 	case errors.Is(err, repo.ErrPasswordRequired):
-		msg += " (set REPO_PASSWORD or REPO_PASSWORD_FILE, or use --password-file)"
+		msg += " (give it with REPO_PASSWORD, REPO_PASSWORD_FILE or --password-file FILE, or run on a terminal to be asked)"
 	case errors.Is(err, repo.ErrWrongPassword):
-		msg += " (check REPO_PASSWORD / REPO_PASSWORD_FILE / --password-file)"
-	case errors.Is(err, backend.ErrNotExist) && strings.Contains(msg, "data/"):
-		msg += " (run 'repo check' to see what is affected)"
+		msg += " (REPO_PASSWORD, when set, is used before --password-file and REPO_PASSWORD_FILE: check the one in effect)"
+	case errors.Is(err, repo.ErrAlreadyInitialized):
+		msg += " (use it as it is, or choose another location for a new one)"
+	case errors.Is(err, repo.ErrSnapshotNotFound):
+		msg += " ('repo snapshots' lists them)"
+	case errors.As(err, &ambig):
+		msg += " (give more digits of the id; 'repo snapshots' lists them)"
+	case errors.As(err, &blobErr) && (errors.Is(err, backend.ErrNotExist) || errors.Is(err, repo.ErrBlobNotIndexed)):
+		msg += " (data is missing from the repository: 'repo check' shows what is affected, 'repo list-broken-files' which files, 'repo check --repair' recovers what can be; see docs/repair.md)"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		msg += " (free space on that file system, or use a repository, cache (--cache-dir) or restore target elsewhere; an interrupted backup resumes without uploading again)"
+	case errors.Is(err, fs.ErrPermission):
+		msg += " (run as a user who may access that path, or change its permissions)"
 	}
 	return "repo: " + strings.ReplaceAll(msg, "\n", " ")
+}
+
+// lockHint says what to do about a lock in the way. A lock that a command
+// would remove by itself (its process gone, or not refreshed for 30
+// minutes) never gets here, so the holder is running, or is on another
+// host where that cannot be checked; plain 'repo unlock' would keep it.
+func lockHint(le *repo.LockedError) string {
+	if le.Unreadable {
+		return "" // the message says to use 'repo unlock --remove-all'
+	}
+	if le.Gate {
+		// Another process is between writing its exclusive lock and
+		// confirming it, which takes a moment.
+		return "; run the command again in a moment, or retry with --retry-lock 10m"
+	}
+	h := le.Holder
+	since := ""
+	if !h.Created.IsZero() {
+		since = " since " + h.Created.Local().Format("2006-01-02 15:04:05")
+	}
+	if host, err := os.Hostname(); err == nil && host == h.Hostname {
+		return fmt.Sprintf("; that process is alive on this host and has held the lock%s: wait for it to finish, or retry with --retry-lock 10m (if it hangs, end it with 'kill %d': the lock of a dead process is removed by the next command)", since, h.PID)
+	}
+	return fmt.Sprintf("; held%s: wait for it to finish, or retry with --retry-lock 10m; if no repo process on %s uses the repository any more, remove the lock with 'repo unlock --remove-all'",
+		since, h.Hostname)
 }

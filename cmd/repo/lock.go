@@ -55,7 +55,9 @@ func (g *globalOptions) lockOptions(exclusive bool) (repo.LockOptions, error) {
 		RetryFor:  g.retryLock,
 		Report: func(msg string) {
 			if g.json {
-				printJSON(g.out, map[string]any{"message_type": "lock", "message": msg})
+				// Not "lock": that is the item type of 'repo locks',
+				// whose objects describe a lock field by field.
+				printJSON(g.out, noticeJSON{"lock_notice", msg})
 				return
 			}
 			fmt.Fprintln(g.err, msg)
@@ -159,7 +161,7 @@ Examples:
   repo unlock
   repo unlock --remove-all
 
-Exit codes: 0 ok, 1 error, 10 no repository, 12 wrong password.`,
+Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 12 wrong password.`,
 		Args: argsRange(0, 0),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runUnlock(c.Context(), g, removeAll)
@@ -167,6 +169,25 @@ Exit codes: 0 ok, 1 error, 10 no repository, 12 wrong password.`,
 	}
 	c.Flags().BoolVar(&removeAll, "remove-all", false, "remove all locks, also those of live processes")
 	return withLock(c, lockNone)
+}
+
+// unlockJSON is one lock in 'repo unlock --json': message_type "removed"
+// or "kept".
+type unlockJSON struct {
+	MessageType string `json:"message_type"`
+	// Lock is the lock's id (its file name in locks/).
+	Lock string `json:"lock"`
+	// What describes its holder, as the text output does, or says that it
+	// is unreadable.
+	What   string `json:"what"`
+	Reason string `json:"reason"`
+}
+
+// unlockSummary is the summary line of 'repo unlock --json'.
+type unlockSummary struct {
+	MessageType string `json:"message_type"`
+	Removed     int    `json:"removed"`
+	Kept        int    `json:"kept"`
 }
 
 func runUnlock(ctx context.Context, g *globalOptions, removeAll bool) error {
@@ -177,40 +198,45 @@ func runUnlock(ctx context.Context, g *globalOptions, removeAll bool) error {
 	defer closeRepo()
 	removed, kept := 0, 0
 	for _, li := range infos {
+		what := "unreadable lock"
+		if li.Record != nil {
+			what = li.Record.String()
+		}
 		var why string
+		keep := false
 		switch {
+		case li.Record == nil && !removeAll:
+			keep, why = true, fmt.Sprintf("unreadable: %v; remove it with --remove-all", li.Err)
 		case li.Record == nil:
-			if !removeAll {
-				g.verbosef("kept unreadable lock %s: %v (remove it with --remove-all)", short(li.Name), li.Err)
-				kept++
-				continue
-			}
 			why = fmt.Sprintf("unreadable: %v", li.Err)
 		case li.Stale:
 			why = li.StaleReason
 		case removeAll:
 			why = "LIVE, broken by --remove-all"
 		default:
-			g.verbosef("kept live %s, refreshed %s ago", li.Record, lockAge(li.Record.Refreshed))
+			keep, why = true, "live, refreshed "+lockAge(li.Record.Refreshed)+" ago"
+		}
+		if keep {
 			kept++
+			if g.json {
+				printJSON(g.out, unlockJSON{"kept", li.Name, what, why})
+			} else {
+				g.verbosef("kept %s %s: %s", what, short(li.Name), why)
+			}
 			continue
 		}
 		if err := r.RemoveLocks(ctx, li.Name); err != nil {
 			return err
 		}
 		removed++
-		what := "unreadable lock"
-		if li.Record != nil {
-			what = li.Record.String()
-		}
 		if g.json {
-			printJSON(g.out, map[string]any{"message_type": "removed", "lock": li.Name, "what": what, "reason": why})
+			printJSON(g.out, unlockJSON{"removed", li.Name, what, why})
 		} else if !g.quiet {
 			fmt.Fprintf(g.out, "removed %s %s: %s\n", what, short(li.Name), why)
 		}
 	}
 	if g.json {
-		printJSON(g.out, map[string]any{"message_type": "summary", "removed": removed, "kept": kept})
+		printJSON(g.out, unlockSummary{"summary", removed, kept})
 	} else if !g.quiet {
 		fmt.Fprintf(g.out, "%d lock(s) removed, %d kept\n", removed, kept)
 	}
@@ -229,7 +255,7 @@ Examples:
   repo locks
   repo locks --json
 
-Exit codes: 0 ok, 1 error, 10 no repository, 12 wrong password.`,
+Exit codes: 0 ok, 1 error, 2 usage, 10 no repository, 12 wrong password.`,
 		Args: argsRange(0, 0),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runLocks(c.Context(), g)
@@ -255,6 +281,12 @@ type lockJSON struct {
 	Error       string    `json:"error,omitempty"`
 }
 
+// locksSummary is the summary line of 'repo locks --json'.
+type locksSummary struct {
+	MessageType string `json:"message_type"`
+	Locks       int    `json:"locks"`
+}
+
 func runLocks(ctx context.Context, g *globalOptions) error {
 	_, _, infos, closeRepo, err := g.openLocks(ctx)
 	if err != nil {
@@ -272,7 +304,7 @@ func runLocks(ctx context.Context, g *globalOptions) error {
 			}
 			printJSON(g.out, j)
 		}
-		printJSON(g.out, map[string]any{"message_type": "summary", "locks": len(infos)})
+		printJSON(g.out, locksSummary{"summary", len(infos)})
 		return nil
 	}
 	if len(infos) == 0 {

@@ -35,13 +35,23 @@ func printJSON(w io.Writer, v any) {
 	w.Write(append(b, '\n'))
 }
 
+// noticeJSON is a line of free text in JSON output: an action a
+// maintenance operation takes, or a lock it found in its way. Its
+// message_type names the operation ("prune", "repair", "lock_notice"); the
+// message is the line the text output prints, meant for people, not for
+// parsing. See docs/json.md.
+type noticeJSON struct {
+	MessageType string `json:"message_type"`
+	Message     string `json:"message"`
+}
+
 // actionReporter returns the Report func of a maintenance operation: each
 // action as a line on stdout (none with --quiet), or with --json as an
 // object of message_type msgType.
 func (g *globalOptions) actionReporter(msgType string) func(string) {
 	return func(msg string) {
 		if g.json {
-			printJSON(g.out, map[string]any{"message_type": msgType, "message": msg})
+			printJSON(g.out, noticeJSON{msgType, msg})
 		} else if !g.quiet {
 			fmt.Fprintln(g.out, msg)
 		}

@@ -39,7 +39,12 @@ type globalOptions struct {
 	noCache      bool
 	json         bool
 	quiet        bool
-	retryLock    time.Duration
+	// verbose is the -v count: 1 prints each file saved or restored, 2
+	// also those left as they were; --quiet overrides it.
+	verbose int
+	// noColor is --no-color; see colorEnabled for NO_COLOR.
+	noColor   bool
+	retryLock time.Duration
 	// backendOptions are -o KEY=VALUE settings of the backend.
 	backendOptions []string
 	// limitUpload and limitDownload are in KiB/s; zero means no limit.
@@ -107,6 +112,10 @@ password.`,
 		},
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 {
+				if g.json {
+					// Help text is no JSON; a script asked for a command.
+					return usageError("no command given; see 'repo --help'")
+				}
 				return c.Help()
 			}
 			msg := fmt.Sprintf("unknown command %q", args[0])
@@ -117,7 +126,7 @@ password.`,
 		},
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &codeError{exitUsage, fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+		return &codeError{exitUsage, fmt.Errorf("%w%s; see '%s --help'", err, flagSuggestion(c, err), c.CommandPath())}
 	})
 	f := root.PersistentFlags()
 	f.StringVarP(&g.repo, "repo", "r", os.Getenv("REPO_REPOSITORY"), "repository `location` (env REPO_REPOSITORY): a path, local:PATH, sftp:[user@]host[:port]:PATH or s3:https://host/bucket[/prefix] (see docs/backends.md)")
@@ -126,6 +135,8 @@ password.`,
 	f.BoolVar(&g.noCache, "no-cache", false, "use a temporary cache, removed on exit")
 	f.BoolVar(&g.json, "json", false, "print JSON, one object per line")
 	f.BoolVarP(&g.quiet, "quiet", "q", false, "print only errors and the result")
+	f.CountVarP(&g.verbose, "verbose", "v", "backup, restore: print each file saved or restored (-v), also unchanged and skipped ones (-vv); --quiet wins")
+	f.BoolVar(&g.noColor, "no-color", false, "never colour the output (also when NO_COLOR is set)")
 	f.StringArrayVarP(&g.backendOptions, "option", "o", nil, "backend option `KEY=VALUE` (repeatable): sftp.command, sftp.known-hosts, sftp.identity, sftp.fingerprint, sftp.connections, s3.path-style, s3.storage-class, s3.region, s3.connections")
 	f.DurationVar(&g.retryLock, "retry-lock", 0, "when the repository is locked, keep trying for `duration` (e.g. 10m) instead of failing at once")
 	f.IntVar(&g.limitUpload, "limit-upload", 0, "limit uploads to `KiB/s` (0: no limit)")
@@ -148,7 +159,15 @@ password.`,
 		newKeyCmd(g),
 		newStatsCmd(g),
 		newVersionCmd(g),
+		newCompletionCmd(),
+		newManCmd(),
 	)
+	// cobra would add its own help command when the root runs; this one
+	// reports unknown topics (see help.go).
+	help := newHelpCmd()
+	root.SetHelpCommand(help)
+	root.AddCommand(help)
+	organizeHelp(root)
 	return root
 }
 
@@ -331,7 +350,7 @@ func (g *globalOptions) openRepository(ctx context.Context, withIndex bool) (*re
 		be.Close()
 		return nil, nil, nil, err
 	}
-	if err := r.CacheFallback(); err != nil && !g.quiet && !g.json {
+	if err := r.CacheFallback(); err != nil && !g.quiet { // stderr: not in the way of --json
 		fmt.Fprintf(g.err, "warning: cache directory unusable, using a temporary cache: %v\n", err)
 	}
 	closeRepo := func() {
