@@ -46,7 +46,7 @@ while IFS='|' read -r stage fn; do
 done <<'STAGES'
 compress (zstd)|github.com/klauspost/compress/zstd.(*Encoder).EncodeAll
 seal (XChaCha20-Poly1305)|repo/repo/crypto.(*aeadSealer).Seal
-hash (BLAKE3)|repo/chunk.(*Hasher).Sum
+hash (BLAKE3)|github.com/zeebo/blake3/internal/alg/hash.HashF
 chunk (Rabin)|repo/chunk.(*Chunker).Next
 read files|os.(*File).Read
 write packs|repo/backend/local.(*Backend).Save
