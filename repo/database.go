@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -91,17 +92,11 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 		return pendingNode{}, err
 	}
 	var pagesNew uint32
-	err = snap.Pages(ctx, func(pgno uint32, page []byte) error {
-		a.bytesRead.Add(int64(len(page)))
-		a.progress.AddBytes(int64(len(page)))
-		pagesRead += int64(len(page))
+	process := func(page []byte) error {
 		id := a.r.hasher.Sum(page)
 		ok, err := a.s.Reserve(index.DataBlob, id)
 		if err != nil {
 			return err
-		}
-		if !ok {
-			a.bytesKnown.Add(int64(len(page)))
 		}
 		if ok {
 			pagesNew++
@@ -110,9 +105,16 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 			if err := a.s.StoreAsync(index.DataBlob, id, *bp, func() { a.bufs.Put(bp) }); err != nil {
 				return err
 			}
+		} else {
+			a.bytesKnown.Add(int64(len(page)))
 		}
 		return w.add(id)
-	})
+	}
+	err = a.pipePages(ctx, snap, di.PageSize, func(page []byte) {
+		a.bytesRead.Add(int64(len(page)))
+		a.progress.AddBytes(int64(len(page)))
+		pagesRead += int64(len(page))
+	}, process)
 	if err != nil {
 		if serr := a.s.Err(); serr != nil {
 			return pendingNode{}, serr
@@ -202,4 +204,73 @@ func (r *Repository) FileContent(ctx context.Context, n *Node) ([]chunk.ID, erro
 		return n.Content, nil
 	}
 	return pageIDsWith(n, func(id chunk.ID) ([]byte, error) { return r.LoadBlob(ctx, index.TreeBlob, id, nil) })
+}
+
+// pageBatchPages is how many pages pipePages hands over at a time, and
+// pageBatches how many batches are in flight: enough that neither side
+// waits on the other's jitter, little memory (8 × 256 pages of at most
+// 64 KiB: 128 MiB at the largest page size, 8 MiB at 4 KiB).
+const (
+	pageBatchPages = 256
+	pageBatches    = 8
+)
+
+// pipePages streams the pages of snap in order to process, running SQLite's
+// page reads (one goroutine: the read transaction's connection) beside
+// process (another), which hashes, looks up and queues each page: on a
+// day-after backup, where few pages are new, each side is about half the
+// work, and serially they left a core idle. read sees every page first, in
+// the reading goroutine. Pages keep their order: the page map is written
+// in page order by process. An error of process stops the stream and is
+// returned; so is one of the stream.
+func (a *archiver) pipePages(ctx context.Context, snap *sqlite.Snapshot, pageSize int, read func([]byte), process func([]byte) error) error {
+	free := make(chan []byte, pageBatches)
+	for range pageBatches {
+		free <- make([]byte, 0, pageBatchPages*pageSize)
+	}
+	full := make(chan []byte, pageBatches)
+	failed := make(chan struct{}) // closed when process failed
+	var perr error                // process's error; read after failed or done
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := range full {
+			if perr == nil {
+				for off := 0; perr == nil && off < len(b); off += pageSize {
+					perr = process(b[off : off+pageSize])
+				}
+				if perr != nil {
+					close(failed)
+				}
+			}
+			// After an error, batches are only drained, so that the
+			// reader never blocks.
+			free <- b[:0]
+		}
+	}()
+	stopped := errors.New("page processing stopped")
+	cur := <-free
+	serr := snap.Pages(ctx, func(_ uint32, page []byte) error {
+		read(page)
+		cur = append(cur, page...)
+		if len(cur) < cap(cur) {
+			return nil
+		}
+		full <- cur
+		select {
+		case cur = <-free:
+			return nil
+		case <-failed:
+			return stopped
+		}
+	})
+	if serr == nil && len(cur) > 0 {
+		full <- cur
+	}
+	close(full)
+	<-done
+	if perr != nil {
+		return perr
+	}
+	return serr
 }

@@ -322,6 +322,12 @@ func (s *Snapshot) Pages(ctx context.Context, fn func(pgno uint32, page []byte) 
 		if err := fn(next, data); err != nil {
 			return err
 		}
+		// The driver interrupts SQLite from another goroutine when ctx
+		// ends, which can come too late for a short stream to notice:
+		// a cancelled stream must not look complete.
+		if err := ctx.Err(); err != nil {
+			return wrap(s.path, fmt.Errorf("read pages: %w", err))
+		}
 		next++
 	}
 	if err := rows.Err(); err != nil {
