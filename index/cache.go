@@ -888,6 +888,20 @@ func (w *writer) fail(err *error) {
 
 // Lookup returns where blob id of type t is stored.
 func (c *Cache) Lookup(t BlobType, id chunk.ID) (pb PackedBlob, ok bool, err error) {
+	return c.lookup(t, id, true)
+}
+
+// Has reports whether blob id of type t is in the cache. It is Lookup
+// without decoding the entry's pack, which costs a second B-tree search:
+// a backup asks this once per chunk or database page and needs no more.
+func (c *Cache) Has(t BlobType, id chunk.ID) (bool, error) {
+	_, ok, err := c.lookup(t, id, false)
+	return ok, err
+}
+
+// lookup finds blob id of type t; the entry is decoded only with decode
+// (otherwise pb is the zero value).
+func (c *Cache) lookup(t BlobType, id chunk.ID, decode bool) (pb PackedBlob, ok bool, err error) {
 	if err := c.usable(); err != nil {
 		return PackedBlob{}, false, err
 	}
@@ -917,6 +931,9 @@ func (c *Cache) Lookup(t BlobType, id chunk.ID) (pb PackedBlob, ok bool, err err
 	v := blobs.Get(key[:])
 	if v == nil {
 		return PackedBlob{}, false, nil
+	}
+	if !decode {
+		return PackedBlob{}, true, nil
 	}
 	pb, err = decodeEntry(packs, key[:], v, nil)
 	if err != nil {

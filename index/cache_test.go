@@ -149,6 +149,16 @@ func checkCache(t testing.TB, c *Cache, want map[[33]byte]PackedBlob) {
 		if err != nil || !ok || got != pb {
 			t.Fatalf("Lookup(%s %s) = %+v, %v, %v; want %+v", pb.Type, pb.ID.Short(), got, ok, err, pb)
 		}
+		if has, err := c.Has(pb.Type, pb.ID); err != nil || !has {
+			t.Fatalf("Has(%s %s) = %v, %v; want true", pb.Type, pb.ID.Short(), has, err)
+		}
+		other := pb.ID
+		other[0] ^= 0xff
+		if _, present := want[blobKey(pb.Type, other)]; !present {
+			if has, err := c.Has(pb.Type, other); err != nil || has {
+				t.Fatalf("Has(%s %s), an id not cached, = %v, %v; want false", pb.Type, other.Short(), has, err)
+			}
+		}
 	}
 	n := 0
 	err := c.Each(func(pb PackedBlob) error {

@@ -150,8 +150,7 @@ func (s *Saver) Known(t index.BlobType, id chunk.ID) (bool, error) {
 	if ok {
 		return true, nil
 	}
-	_, ok, err := s.r.cache.Lookup(t, id)
-	return ok, err
+	return s.r.cache.Has(t, id)
 }
 
 // Reserve reports whether the caller must store blob id: true exactly once
