@@ -50,7 +50,7 @@ hash (BLAKE3)|github.com/zeebo/blake3/internal/alg/hash.HashF
 chunk (Rabin)|repo/chunk.(*Chunker).Next
 read files|os.(*File).Read
 write packs|repo/backend/local.(*Backend).Save
-index cache|repo/index.(*Cache).Lookup
+index cache|repo/index.(*Cache).lookup
 key derivation (argon2id)|golang.org/x/crypto/argon2.processBlocks.func1
 garbage collection|runtime.gcBgMarkWorker
 STAGES
