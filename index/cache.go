@@ -899,6 +899,44 @@ func (c *Cache) Has(t BlobType, id chunk.ID) (bool, error) {
 	return ok, err
 }
 
+// HasMany sets found[i] to whether blob ids[i] of type t is in the cache,
+// all in one read transaction: the transaction's setup is most of the cost
+// of a single Has. found must be as long as ids.
+func (c *Cache) HasMany(t BlobType, ids []chunk.ID, found []bool) (err error) {
+	if err := c.usable(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			c.markBroken(err)
+			err = fmt.Errorf("look up %d %s blobs: %w", len(ids), t, err)
+		}
+	}()
+	defer recoverCorrupt(&err, debug.SetPanicOnFault(true))
+
+	db, tx, err := c.beginRead()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	// Trim as often as that many single lookups would.
+	n := uint64(len(ids))
+	if after := c.lookups.Add(n); n > 0 && after/trimLookups != (after-n)/trimLookups {
+		trimMapping(db, tx)
+	}
+	blobs := tx.Bucket(blobsBucket)
+	if blobs == nil {
+		return fmt.Errorf("missing bucket: %w", ErrCacheCorrupt)
+	}
+	var key [blobKeySize]byte
+	key[0] = byte(t)
+	for i, id := range ids {
+		copy(key[1:], id[:])
+		found[i] = blobs.Get(key[:]) != nil
+	}
+	return nil
+}
+
 // lookup finds blob id of type t; the entry is decoded only with decode
 // (otherwise pb is the zero value).
 func (c *Cache) lookup(t BlobType, id chunk.ID, decode bool) (pb PackedBlob, ok bool, err error) {

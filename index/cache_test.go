@@ -160,6 +160,30 @@ func checkCache(t testing.TB, c *Cache, want map[[33]byte]PackedBlob) {
 			}
 		}
 	}
+	// HasMany over every wanted blob and, interleaved, ids not cached.
+	for _, typ := range []BlobType{DataBlob, TreeBlob} {
+		var ids []chunk.ID
+		var want2 []bool
+		for _, pb := range want {
+			if pb.Type != typ {
+				continue
+			}
+			other := pb.ID
+			other[31] ^= 0x5a
+			_, present := want[blobKey(typ, other)]
+			ids = append(ids, pb.ID, other)
+			want2 = append(want2, true, present)
+		}
+		found := make([]bool, len(ids))
+		if err := c.HasMany(typ, ids, found); err != nil {
+			t.Fatal(err)
+		}
+		for i := range ids {
+			if found[i] != want2[i] {
+				t.Fatalf("HasMany(%s): %s found %v, want %v", typ, ids[i].Short(), found[i], want2[i])
+			}
+		}
+	}
 	n := 0
 	err := c.Each(func(pb PackedBlob) error {
 		n++

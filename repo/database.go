@@ -92,23 +92,44 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 		return pendingNode{}, err
 	}
 	var pagesNew uint32
-	process := func(page []byte) error {
-		id := a.r.hasher.Sum(page)
-		ok, err := a.s.Reserve(index.DataBlob, id)
-		if err != nil {
+	ids := make([]chunk.ID, 0, pageBatchPages)
+	known := make([]bool, pageBatchPages)
+	process := func(batch []byte) error {
+		ps := di.PageSize
+		ids = ids[:0]
+		for off := 0; off < len(batch); off += ps {
+			ids = append(ids, a.r.hasher.Sum(batch[off:off+ps]))
+		}
+		// Most pages of a database backed up before are stored: one
+		// cache transaction answers for the batch, and only the others
+		// go through Reserve.
+		if err := a.s.KnownMany(index.DataBlob, ids, known[:len(ids)]); err != nil {
 			return err
 		}
-		if ok {
-			pagesNew++
-			bp := a.buf(len(page))
-			copy(*bp, page)
-			if err := a.s.StoreAsync(index.DataBlob, id, *bp, func() { a.bufs.Put(bp) }); err != nil {
+		for i, id := range ids {
+			page := batch[i*ps : (i+1)*ps]
+			store := false
+			if !known[i] {
+				var err error
+				if store, err = a.s.Reserve(index.DataBlob, id); err != nil {
+					return err
+				}
+			}
+			if store {
+				pagesNew++
+				bp := a.buf(len(page))
+				copy(*bp, page)
+				if err := a.s.StoreAsync(index.DataBlob, id, *bp, func() { a.bufs.Put(bp) }); err != nil {
+					return err
+				}
+			} else {
+				a.bytesKnown.Add(int64(len(page)))
+			}
+			if err := w.add(id); err != nil {
 				return err
 			}
-		} else {
-			a.bytesKnown.Add(int64(len(page)))
 		}
-		return w.add(id)
+		return nil
 	}
 	err = a.pipePages(ctx, snap, di.PageSize, func(page []byte) {
 		a.bytesRead.Add(int64(len(page)))
@@ -215,7 +236,8 @@ const (
 	pageBatches    = 8
 )
 
-// pipePages streams the pages of snap in order to process, running SQLite's
+// pipePages streams the pages of snap in order to process, in batches of
+// whole pages (at most pageBatchPages), running SQLite's
 // page reads (one goroutine: the read transaction's connection) beside
 // process (another), which hashes, looks up and queues each page: on a
 // day-after backup, where few pages are new, each side is about half the
@@ -236,10 +258,7 @@ func (a *archiver) pipePages(ctx context.Context, snap *sqlite.Snapshot, pageSiz
 		defer close(done)
 		for b := range full {
 			if perr == nil {
-				for off := 0; perr == nil && off < len(b); off += pageSize {
-					perr = process(b[off : off+pageSize])
-				}
-				if perr != nil {
+				if perr = process(b); perr != nil {
 					close(failed)
 				}
 			}

@@ -153,6 +153,25 @@ func (s *Saver) Known(t index.BlobType, id chunk.ID) (bool, error) {
 	return s.r.cache.Has(t, id)
 }
 
+// KnownMany sets known[i] for every blob ids[i] that is stored or being
+// stored, with one cache transaction for all; known must be as long as
+// ids. A true is definite. A false is not: a blob whose store finished
+// between the cache's look and the reserved set's can be missed, so a
+// caller that would store a blob asks Reserve, which settles it.
+func (s *Saver) KnownMany(t index.BlobType, ids []chunk.ID, known []bool) error {
+	if err := s.r.cache.HasMany(t, ids, known); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for i, id := range ids {
+		if !known[i] {
+			_, known[i] = s.reserved[blobKey{t, id}]
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
 // Reserve reports whether the caller must store blob id: true exactly once
 // per new blob, however many goroutines ask, false when it is stored or
 // being stored already.
