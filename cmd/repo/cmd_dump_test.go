@@ -26,14 +26,7 @@ func TestWriteFileAtomic(t *testing.T) {
 	// only checks that dir holds exactly the names want.
 	only := func(t *testing.T, dir string, want ...string) {
 		t.Helper()
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, e := range ents {
-			got = append(got, e.Name())
-		}
+		got := dirNames(t, dir)
 		if d := setDiff(got, want); len(d) > 0 {
 			t.Errorf("directory holds %q, want %q", got, want)
 		}

@@ -306,14 +306,7 @@ func TestManPages(t *testing.T) {
 			want = append(want, strings.ReplaceAll(c.CommandPath(), " ", "-")+".1")
 		}
 	})
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range ents {
-		got = append(got, e.Name())
-	}
+	got := dirNames(t, dir)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("man pages %q,\nwant one per command: %q", got, want)
