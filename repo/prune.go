@@ -58,6 +58,9 @@ import (
 // blobs and of packs, not with the size of index files or packs: index
 // files are streamed one at a time and packs repacked one at a time.
 func (r *Repository) Prune(ctx context.Context, opts PruneOptions) (PruneResult, error) {
+	if len(opts.Forgotten) > 0 && !opts.DryRun {
+		return PruneResult{}, errors.New("prune: Forgotten snapshots are only for a dry run; remove them first")
+	}
 	start := time.Now()
 	p := &pruner{
 		r:       r,
@@ -111,6 +114,13 @@ type PruneOptions struct {
 	MaxUnused float64
 	// DryRun computes and reports everything, and changes nothing.
 	DryRun bool
+	// Forgotten lists snapshots prune treats as already removed: their
+	// blobs count as used only if another snapshot uses them too. With
+	// DryRun it shows what forget followed by prune would do (forget
+	// --dry-run --prune) while the snapshots are still there. Without
+	// DryRun it is refused: deleting data that a listed snapshot still
+	// uses would break that snapshot.
+	Forgotten []chunk.ID
 	// Report receives one line per action (or planned action).
 	Report func(msg string)
 	// Progress, when set, is updated in phases PhaseIndex (index files
@@ -503,6 +513,7 @@ func (p *pruner) mark(ctx context.Context) error {
 	if unreadable > 0 {
 		return &PruneRefusedError{Reason: fmt.Sprintf("%d snapshots cannot be read (e.g. %s)", unreadable, firstBad)}
 	}
+	sns = p.withoutForgotten(sns)
 	p.res.Snapshots = len(sns)
 	p.opts.Progress.StartCounted(PhaseMark, int64(len(sns)), 0)
 	for _, sn := range sns {
@@ -513,6 +524,14 @@ func (p *pruner) mark(ctx context.Context) error {
 		p.opts.Progress.AddItem(0)
 	}
 	return nil
+}
+
+// withoutForgotten returns sns without the snapshots of opts.Forgotten.
+func (p *pruner) withoutForgotten(sns []*Snapshot) []*Snapshot {
+	if len(p.opts.Forgotten) == 0 {
+		return sns
+	}
+	return slices.DeleteFunc(sns, func(sn *Snapshot) bool { return slices.Contains(p.opts.Forgotten, sn.ID) })
 }
 
 // use adds blob k to the used set (without a location yet) and reports
@@ -856,6 +875,7 @@ func (p *pruner) findMissing(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	sns = p.withoutForgotten(sns)
 	lost := func(t index.BlobType, id chunk.ID) bool {
 		at, _ := p.used.get(blobKey{t, id})
 		return at == noPack

@@ -423,6 +423,37 @@ func TestPruneDryRun(t *testing.T) {
 	}
 }
 
+// TestPruneForgotten: a dry run with Forgotten snapshots predicts what
+// removing them and pruning does; without DryRun, Forgotten is refused
+// before anything is touched.
+func TestPruneForgotten(t *testing.T) {
+	f := newPruneFixture(t, false)
+	r, be := f.open(t)
+	before := listObjects(t, be)
+	gone := f.kept[:1]
+	if _, _, err := prune(t, r, PruneOptions{Forgotten: gone}); err == nil {
+		t.Fatal("prune with Forgotten and without DryRun ran")
+	}
+	dry, _ := mustPrune(t, r, PruneOptions{DryRun: true, Forgotten: gone})
+	if !slices.EqualFunc(before, listObjects(t, be), func(a, b backendObject) bool { return a.h == b.h && string(a.data) == string(b.data) }) {
+		t.Fatal("the refused prune or the dry run changed the repository")
+	}
+	if dry.Snapshots != len(f.kept)-1 {
+		t.Errorf("dry run counted %d snapshots, want %d", dry.Snapshots, len(f.kept)-1)
+	}
+	if err := r.RemoveSnapshot(t.Context(), gone[0]); err != nil {
+		t.Fatal(err)
+	}
+	real, _ := mustPrune(t, r, PruneOptions{})
+	if dry.PacksDeleted != real.PacksDeleted || dry.PacksRepacked != real.PacksRepacked || dry.BytesDeleted != real.BytesDeleted ||
+		dry.BlobsUsed != real.BlobsUsed || dry.BytesUsed != real.BytesUsed {
+		t.Errorf("dry run with %s forgotten predicted %+v, removing it and pruning did %+v", gone[0].Short(), dry, real)
+	}
+	if real.PacksDeleted+real.PacksRepacked == 0 {
+		t.Errorf("removing snapshot %s freed nothing: the test shows nothing", gone[0].Short())
+	}
+}
+
 // TestPruneDuplicates: blobs stored in two packs are kept in one. When an
 // interrupted prune copied the used blobs of a partly used pack into a new
 // pack, the next prune keeps the new (fully used) copy and deletes the old

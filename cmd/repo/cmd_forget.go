@@ -62,12 +62,14 @@ keeps a snapshot when any rule keeps it:
 Hours, days, weeks, months and years are those of the local time zone
 (set TZ to use another). A policy without any rule is refused: it would
 remove everything. --dry-run lists what would be kept and removed, and
-why, and changes nothing. See docs/retention.md.
+why, and changes nothing; with --prune it also shows what the prune would
+free, counting the snapshots to remove as gone. See docs/retention.md.
 
 Examples:
   repo forget 3fa2b1c4 77d0e5aa
   repo forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --dry-run
   repo forget --keep-within 30d --keep-monthly 24 --prune
+  repo forget --keep-last 10 --prune --dry-run
   repo forget --host db1 --keep-last 10 --keep-tag release
 
 Exit codes: 0 ok, 1 error (e.g. a snapshot not found; the others given are
@@ -230,16 +232,42 @@ func runForget(c *cobra.Command, g *globalOptions, o forgetOptions, refs []strin
 		return err
 	}
 	if o.dryRun {
+		// --prune is simulated with the snapshots to remove counted as
+		// gone: what prune would free after this forget.
+		var pruneRes *repo.PruneResult
+		if o.prune && len(remove) > 0 && missErr == nil {
+			ids := make([]chunk.ID, len(remove))
+			for i, sn := range remove {
+				ids[i] = sn.ID
+			}
+			res, err := r.Prune(ctx, repo.PruneOptions{
+				MaxUnused: maxUnused,
+				DryRun:    true,
+				Forgotten: ids,
+				Report:    g.actionReporter("prune"),
+				Progress:  ui.progress(),
+			})
+			ui.stop()
+			if err != nil {
+				return fmt.Errorf("--prune (dry run): %w", err)
+			}
+			pruneRes = &res
+		}
 		if g.json {
-			sum := forgetSummary{MessageType: "summary", DryRun: true, WouldRemove: new(len(remove))}
+			sum := forgetSummary{MessageType: "summary", DryRun: true, WouldRemove: new(len(remove)), Prune: pruneRes}
 			if len(refs) == 0 {
 				sum.Kept = &kept
 			}
 			printJSON(g.out, sum)
 		} else if !g.quiet {
 			fmt.Fprintf(g.out, "dry run: would remove %d snapshot(s), keep %d; nothing was changed\n", len(remove), kept)
-			if o.prune {
-				fmt.Fprintln(g.out, "--prune: not simulated, since the snapshots are still there; run 'repo prune --dry-run' after forgetting")
+			switch {
+			case pruneRes != nil:
+				fmt.Fprintf(g.out, "prune (dry run): would free %s in %d packs, would repack %s in %d packs (%d snapshots would use %s)\n",
+					formatBytes(pruneRes.BytesFreed), pruneRes.PacksDeleted, formatBytes(pruneRes.BytesRepacked), pruneRes.PacksRepacked,
+					pruneRes.Snapshots, formatBytes(pruneRes.BytesUsed))
+			case o.prune && missErr == nil:
+				fmt.Fprintln(g.out, "prune (dry run): skipped, no snapshot would be removed")
 			}
 		}
 		if missErr != nil {

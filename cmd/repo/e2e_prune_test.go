@@ -168,3 +168,70 @@ func TestE2EPruneUsage(t *testing.T) {
 		r.mustRun("prune", "--max-unused", good, "--dry-run")
 	}
 }
+
+// forgetPruneSummary is the summary line of forget --json with --prune.
+type forgetPruneSummary struct {
+	DryRun      bool          `json:"dry_run"`
+	Removed     int           `json:"removed"`
+	WouldRemove *int          `json:"would_remove"`
+	Prune       *pruneSummary `json:"prune"`
+}
+
+// TestE2EForgetPruneDryRun: forget --dry-run --prune simulates the prune
+// with the snapshots to remove counted as gone. It changes nothing, and
+// its figures are those the real forget --prune gives next.
+func TestE2EForgetPruneDryRun(t *testing.T) {
+	r := newRepo(t, "--pack-size", "1")
+	src := filepath.Join(t.TempDir(), "src")
+	generate(t, src, gentree.Spec{Seed: 22, TextFiles: 60, TextMax: 16 << 10, BinFiles: 4, BinMax: 300 << 10})
+	for round := range 4 {
+		if round > 0 {
+			churn(t, src, uint64(10+round))
+		}
+		r.backup(src)
+	}
+	before := dataSize(t, r.dir)
+
+	dry := lastSummary[forgetPruneSummary](t, r.mustRun("forget", "--keep-last", "1", "--prune", "--dry-run", "--json"))
+	if !dry.DryRun || dry.WouldRemove == nil || *dry.WouldRemove != 3 || dry.Prune == nil {
+		t.Fatalf("dry run summary %+v: want dry_run, would_remove 3 and a prune object", dry)
+	}
+	if dry.Prune.Snapshots != 1 || dry.Prune.PacksDeleted == 0 || dry.Prune.BytesFreed == 0 {
+		t.Errorf("simulated prune %+v: want 1 snapshot left and packs to delete", *dry.Prune)
+	}
+	if n := len(r.snapshots()); n != 4 {
+		t.Errorf("the dry run left %d snapshots, want all 4", n)
+	}
+	if got := dataSize(t, r.dir); got != before {
+		t.Errorf("the dry run changed the data from %d to %d bytes", before, got)
+	}
+	out := r.mustRun("forget", "--keep-last", "1", "--prune", "--dry-run")
+	if !strings.Contains(out, "prune (dry run): would free ") || !strings.Contains(out, "(1 snapshots would use ") {
+		t.Errorf("forget --dry-run --prune printed:\n%s", out)
+	}
+
+	real := lastSummary[forgetPruneSummary](t, r.mustRun("forget", "--keep-last", "1", "--prune", "--json"))
+	if real.Removed != 3 || real.Prune == nil {
+		t.Fatalf("real summary %+v: want 3 removed and a prune object", real)
+	}
+	// Bytes freed is an estimate in any prune dry run: the size of the
+	// packs repacking writes is only known once they are written.
+	d, g := *dry.Prune, *real.Prune
+	if diff := d.BytesFreed - g.BytesFreed; diff < -g.BytesFreed/100 || diff > g.BytesFreed/100 {
+		t.Errorf("the dry run predicted %d bytes freed, the real prune freed %d: more than 1%% off", d.BytesFreed, g.BytesFreed)
+	}
+	d.DryRun, g.DryRun, d.BytesFreed, g.BytesFreed = false, false, 0, 0
+	if d != g {
+		t.Errorf("the dry run predicted %+v, the real prune did %+v", d, g)
+	}
+	if got := before - dataSize(t, r.dir); got != real.Prune.BytesFreed {
+		t.Errorf("prune freed %d bytes of packs, reports %d", got, real.Prune.BytesFreed)
+	}
+	r.mustRun("check", "--read-data")
+
+	// Nothing to remove: the prune is not simulated, and says so.
+	out = r.mustRun("forget", "--keep-last", "1", "--prune", "--dry-run")
+	if !strings.Contains(out, "prune (dry run): skipped, no snapshot would be removed") {
+		t.Errorf("forget --dry-run --prune with nothing to remove printed:\n%s", out)
+	}
+}
