@@ -401,8 +401,14 @@ func (p *pruner) run(ctx context.Context) (err error) {
 		if n > 0 {
 			p.report(fmt.Sprintf("removed %d leftover temporary files (%s)", n, FormatBytes(size)))
 		}
+		// Leftovers are harmless: failing to remove them (a server that
+		// refuses to list incomplete uploads, a transient error) must not
+		// stop a prune whose plan is saved, or it could never finish.
 		if err != nil {
-			return fmt.Errorf("prune: %w", err)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			p.report(fmt.Sprintf("could not remove leftover temporary files (the next prune tries again): %v", err))
 		}
 	}
 

@@ -454,6 +454,34 @@ func TestPruneForgotten(t *testing.T) {
 	}
 }
 
+// refusingCleaner is a backend whose RemoveTemp always fails, like an S3
+// server that refuses to list incomplete uploads.
+type refusingCleaner struct{ backend.Backend }
+
+func (refusingCleaner) RemoveTemp(context.Context, time.Duration) (int, int64, error) {
+	return 0, 0, errors.New("listing refused")
+}
+
+// TestPruneTempCleanupFails: leftovers that cannot be removed are reported
+// and do not stop the prune.
+func TestPruneTempCleanupFails(t *testing.T) {
+	f := newPruneFixture(t, false)
+	_, fb := f.open(t)
+	r := openTestRepoNoIndex(t, refusingCleaner{fb})
+	res, msgs, err := prune(t, r, PruneOptions{})
+	if err != nil {
+		t.Fatalf("prune failed: %v", err)
+	}
+	if !slices.ContainsFunc(msgs, func(m string) bool {
+		return strings.HasPrefix(m, "could not remove leftover temporary files") && strings.Contains(m, "listing refused")
+	}) {
+		t.Errorf("no report of the failed cleanup in:\n%s", strings.Join(msgs, "\n"))
+	}
+	if res.PacksDeleted+res.PacksRepacked == 0 {
+		t.Errorf("prune did nothing (%+v): it should have gone on after the cleanup failed", res)
+	}
+}
+
 // TestPruneDuplicates: blobs stored in two packs are kept in one. When an
 // interrupted prune copied the used blobs of a partly used pack into a new
 // pack, the next prune keeps the new (fully used) copy and deletes the old

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"repo/backend"
 	"repo/backend/backendtest"
@@ -326,82 +325,12 @@ func testMissingTypeDir(t *testing.T, ft backend.FileType) {
 	}
 }
 
-// TestRemoveTemp plants temporary files as killed Saves leave them and
-// checks that RemoveTemp removes exactly the old ones, everywhere a Save
-// puts them, and that objects are untouched.
+// TestRemoveTemp: the temporary files of killed Saves, and only those,
+// are removed (backendtest.RunRemoveTemp).
 func TestRemoveTemp(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
-	be := create(t, dir)
-	pack := backend.Handle{Type: backend.PackFile, Name: "3f" + strings.Repeat("0", 62)}
-	save(t, be, pack, "pack")
-	save(t, be, backend.Handle{Type: backend.PlanFile, Name: "ab"}, "plan")
-
-	old := time.Now().Add(-2 * time.Hour)
-	plant := func(rel string, size int, mtime time.Time) string {
-		t.Helper()
-		p := filepath.Join(dir, rel)
-		if err := os.WriteFile(p, make([]byte, size), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(p, mtime, mtime); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	stale := []string{
-		plant(".tmp-config1", 10, old),
-		plant("data/3f/.tmp-123", 1000, old),
-		plant("data/00/.tmp-456", 200, old),
-		plant("index/.tmp-7", 30, old),
-		plant("snapshots/.tmp-8", 4, old),
-		plant("plans/.tmp-9", 5, old),
-		plant("quarantine/.tmp-10", 6, old),
-	}
-	fresh := []string{
-		plant("data/3f/.tmp-running", 7, time.Now()),
-		plant("index/.tmp-running", 8, time.Now().Add(-30*time.Minute)),
-	}
-	other := []string{
-		plant("data/3f/.other", 9, old), // not a temporary file of ours
-		plant("index/tmp-1", 9, old),
-	}
-
-	n, size, err := be.RemoveTemp(ctx, time.Hour)
-	if err != nil {
-		t.Fatalf("remove temp: %v", err)
-	}
-	if n != len(stale) || size != 10+1000+200+30+4+5+6 {
-		t.Errorf("removed %d files of %d bytes, want %d of %d", n, size, len(stale), 10+1000+200+30+4+5+6)
-	}
-	for _, p := range stale {
-		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("%s: still there (%v)", p, err)
-		}
-	}
-	for _, p := range append(fresh, other...) {
-		if _, err := os.Lstat(p); err != nil {
-			t.Errorf("%s: removed: %v", p, err)
-		}
-	}
-	if got, err := backend.LoadAll(ctx, be, pack, nil); err != nil || string(got) != "pack" {
-		t.Errorf("pack after RemoveTemp: %q, %v", got, err)
-	}
-	// Reachable through wrappers, as prune finds it.
-	if _, ok := backend.As[backend.TempCleaner](wrapOnce(be)); !ok {
-		t.Error("backend.As does not find RemoveTemp through a wrapper")
-	}
-	for _, p := range append(fresh, other...) {
-		os.Remove(p) // the final checkNoTemp would complain
-	}
+	backendtest.RunRemoveTemp(t, create(t, dir), dir)
 }
-
-// unwrapper is a minimal wrapper, as retry and limit are.
-type unwrapper struct{ backend.Backend }
-
-func (u unwrapper) Unwrap() backend.Backend { return u.Backend }
-
-func wrapOnce(be backend.Backend) backend.Backend { return unwrapper{be} }
 
 // TestNotExistMessage pins the message format callers see.
 func TestNotExistMessage(t *testing.T) {

@@ -21,7 +21,11 @@
 // the default size) goes up in one PUT, which S3 applies atomically. A
 // larger one is a multipart upload of PartSize parts sent one after the
 // other, visible only once completed and aborted on any failure, also
-// after cancellation. Save reads the caller's reader in steps of 1 MiB,
+// after cancellation. Only a killed process leaves an upload incomplete;
+// its parts stay stored (and billed) but unlisted until RemoveTemp
+// (backend.TempCleaner, which prune calls) aborts it once neither its
+// start nor its last part is recent (see RemoveTemp for the caveats).
+// Save reads the caller's reader in steps of 1 MiB,
 // checking ctx before each, and holds back the last bytes until the reader
 // has shown it ends there: a reader that fails or yields more than its
 // Length never produces an object.

@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -21,10 +23,10 @@ import (
 )
 
 // startGofakes3 serves an in-memory gofakes3 over TLS (or plain http) for
-// the rest of tb.
-func startGofakes3(tb testing.TB, useTLS bool) (*httptest.Server, server) {
+// the rest of tb, with options added to the quiet logger.
+func startGofakes3(tb testing.TB, useTLS bool, options ...gofakes3.Option) (*httptest.Server, server) {
 	tb.Helper()
-	faker := gofakes3.New(s3mem.New(), gofakes3.WithLogger(gofakes3.DiscardLog()))
+	faker := gofakes3.New(s3mem.New(), append([]gofakes3.Option{gofakes3.WithLogger(gofakes3.DiscardLog())}, options...)...)
 	ts := httptest.NewUnstartedServer(faker.Server())
 	// Quiet: gofakes3 writes some error headers twice, and clients that
 	// give up on a connection (cancellation, idle-pool races) log TLS
@@ -86,6 +88,75 @@ func TestGofakes3HTTP(t *testing.T) {
 		return opts
 	}
 	runServerTests(t, srv)
+}
+
+// setBackClock is a gofakes3 time source that runs behind the real time by
+// a settable amount, so that a test can make uploads and parts that look
+// old.
+type setBackClock struct{ back atomic.Int64 } // a time.Duration
+
+func (c *setBackClock) set(back time.Duration) { c.back.Store(int64(back)) }
+
+func (c *setBackClock) Now() time.Time {
+	return time.Now().Add(-time.Duration(c.back.Load()))
+}
+
+func (c *setBackClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+
+// TestRemoveTempAges checks how RemoveTemp judges an incomplete multipart
+// upload's age: by when it was initiated, and by its newest part, so that
+// a Save that is still sending parts of an old upload keeps it. gofakes3
+// takes both times from its clock, which the test sets back (with its
+// check of the requests' time turned off).
+func TestRemoveTempAges(t *testing.T) {
+	t.Parallel()
+	clock := &setBackClock{}
+	_, srv := startGofakes3(t, true, gofakes3.WithTimeSource(clock), gofakes3.WithTimeSkewLimit(0))
+	opts := srv.options(t)
+	be := create(t, opts)
+	raw := rawCore(t, opts)
+	tests := []struct {
+		name      string
+		initiated time.Duration // how long ago
+		part      time.Duration // how long ago its one part was stored; <0: no part
+		size      int
+		removed   bool
+	}{
+		{"old, no part", 2 * time.Hour, -1, 0, true},
+		{"old, old part", 2 * time.Hour, 90 * time.Minute, 100, true},
+		{"old, fresh part", 2 * time.Hour, 10 * time.Minute, 50, false},
+		{"half an hour", 30 * time.Minute, -1, 0, false},
+		{"new", 0, 0, 7, false},
+	}
+	var removed, kept []string
+	wantSize := 0
+	for i, tt := range tests {
+		key := fmt.Sprintf("%s/data/ab/ab%062x", opts.Prefix, i)
+		clock.set(tt.initiated)
+		id := startUpload(t, raw, opts, key)
+		if tt.part >= 0 {
+			clock.set(tt.part)
+			putPart(t, raw, opts, key, id, 1, tt.size)
+		}
+		if tt.removed {
+			removed = append(removed, key)
+			wantSize += tt.size
+		} else {
+			kept = append(kept, key)
+		}
+	}
+	clock.set(0)
+
+	n, size, err := be.RemoveTemp(context.Background(), time.Hour)
+	if err != nil {
+		t.Fatalf("remove temp: %v", err)
+	}
+	if n != len(removed) || size != int64(wantSize) {
+		t.Errorf("removed %d uploads of %d bytes, want %d of %d", n, size, len(removed), wantSize)
+	}
+	if got := openUploads(t, raw, opts, append(removed, kept...)); !slices.Equal(got, kept) {
+		t.Errorf("uploads left: %q, want %q", got, kept)
+	}
 }
 
 // BenchmarkSave measures uploads of 16 MiB objects (the default pack size)

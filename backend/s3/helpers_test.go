@@ -3,6 +3,7 @@ package s3_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -12,15 +13,18 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"repo/backend"
 	"repo/backend/backendtest"
+	"repo/backend/retry"
 	"repo/backend/s3"
 )
 
@@ -206,6 +210,7 @@ func runServerTests(t *testing.T, srv server) {
 	t.Run("ListMany", func(t *testing.T) { t.Parallel(); testListMany(t, srv) })
 	t.Run("Multipart", func(t *testing.T) { t.Parallel(); testMultipart(t, srv) })
 	t.Run("MultipartFailure", func(t *testing.T) { t.Parallel(); testMultipartFailure(t, srv) })
+	t.Run("RemoveTemp", func(t *testing.T) { t.Parallel(); testRemoveTemp(t, srv) })
 }
 
 // testExclusiveCreate checks the probe's verdict and that it cleans up.
@@ -498,4 +503,163 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// rawCore is rawClient for single requests, such as the steps of a
+// multipart upload.
+func rawCore(t testing.TB, opts s3.Options) minio.Core {
+	t.Helper()
+	return minio.Core{Client: rawClient(t, opts)}
+}
+
+// startUpload begins a multipart upload of key behind the backend's back,
+// as a Save that is then killed does, and returns its id. Every upload
+// still open at the end of the test is aborted.
+func startUpload(t testing.TB, c minio.Core, opts s3.Options, key string) string {
+	t.Helper()
+	id, err := c.NewMultipartUpload(context.Background(), opts.Bucket, key, minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatalf("start upload of %s: %v", key, err)
+	}
+	t.Cleanup(func() {
+		err := c.AbortMultipartUpload(context.Background(), opts.Bucket, key, id)
+		if err != nil && minio.ToErrorResponse(err).Code != "NoSuchUpload" {
+			t.Errorf("clean up upload of %s: %v", key, err)
+		}
+	})
+	return id
+}
+
+// putPart uploads part number n of size bytes to the upload id of key,
+// signing the payload as Save does (see setPutOptions).
+func putPart(t testing.TB, c minio.Core, opts s3.Options, key, id string, n, size int) {
+	t.Helper()
+	data := randBytes(uint64(n), size)
+	var hash string
+	if opts.Insecure {
+		sum := sha256.Sum256(data)
+		hash = hex.EncodeToString(sum[:])
+	}
+	_, err := c.PutObjectPart(context.Background(), opts.Bucket, key, id, n, bytes.NewReader(data), int64(size),
+		minio.PutObjectPartOptions{Sha256Hex: hash, DisableContentSha256: true})
+	if err != nil {
+		t.Fatalf("upload part %d of %s: %v", n, key, err)
+	}
+}
+
+// openUploads returns which of keys have an incomplete multipart upload.
+func openUploads(t testing.TB, c minio.Core, opts s3.Options, keys []string) []string {
+	t.Helper()
+	var open []string
+	for _, key := range keys {
+		res, err := c.ListMultipartUploads(context.Background(), opts.Bucket, key, "", "", "", 0)
+		if minio.ToErrorResponse(err).Code == "NoSuchUpload" { // gofakes3: no upload in the bucket
+			continue
+		}
+		if err != nil {
+			t.Fatalf("list uploads of %s: %v", key, err)
+		}
+		for _, u := range res.Uploads {
+			if u.Key == key {
+				open = append(open, key)
+				break
+			}
+		}
+	}
+	return open
+}
+
+// testRemoveTemp plants incomplete multipart uploads as killed Saves leave
+// them and checks that RemoveTemp aborts those of the repository's keys,
+// and only when they are old enough: olderThan of an hour keeps the fresh
+// ones, a negative olderThan (a cutoff in the future) makes every one old.
+// Ages in between are tested against gofakes3 (TestRemoveTempAges), whose
+// clock the test can set back.
+func testRemoveTemp(t *testing.T, srv server) {
+	ctx := context.Background()
+	opts := srv.options(t)
+	be := create(t, opts)
+	raw := rawCore(t, opts)
+	if _, err := raw.ListMultipartUploads(ctx, opts.Bucket, "", "", "", "", 0); minio.ToErrorResponse(err).Code == "NotImplemented" {
+		// RemoveTemp finds nothing there, and must not fail prune.
+		if n, size, err := be.RemoveTemp(ctx, -time.Hour); n != 0 || size != 0 || err != nil {
+			t.Errorf("remove temp on a server without ListMultipartUploads: %d, %d, %v; want 0, 0, nil", n, size, err)
+		}
+		t.Skipf("the server cannot list multipart uploads (%v), so there is nothing for RemoveTemp to find", err)
+	}
+	// Nothing yet (gofakes3 answers NoSuchUpload for a bucket that never
+	// had an upload).
+	if n, size, err := be.RemoveTemp(ctx, -time.Hour); n != 0 || size != 0 || err != nil {
+		t.Errorf("remove temp without uploads: %d, %d, %v", n, size, err)
+	}
+
+	obj := backend.Handle{Type: backend.PackFile, Name: randName(40)}
+	if err := be.Save(ctx, obj, backend.NewByteReader([]byte("pack"))); err != nil {
+		t.Fatal(err)
+	}
+	prefix := ""
+	if opts.Prefix != "" {
+		prefix = opts.Prefix + "/"
+	}
+	pack := randName(41)
+	ours := []struct {
+		key  string
+		size int
+	}{
+		{prefix + "data/" + pack[:2] + "/" + pack, 1000},
+		{prefix + "index/" + randName(42), 0},
+		{prefix + "config", 10},
+	}
+	var oursKeys []string
+	for _, u := range ours {
+		id := startUpload(t, raw, opts, u.key)
+		if u.size > 0 {
+			putPart(t, raw, opts, u.key, id, 1, u.size)
+		}
+		oursKeys = append(oursKeys, u.key)
+	}
+	// Not the repository's: a key outside its layout and, with a prefix,
+	// one of a sibling prefix that merely starts the same.
+	foreign := []string{prefix + "notours/" + pack}
+	if opts.Prefix != "" {
+		foreign = append(foreign, opts.Prefix+"-sibling/data/"+pack[:2]+"/"+pack)
+	}
+	for _, key := range foreign {
+		putPart(t, raw, opts, key, startUpload(t, raw, opts, key), 1, 5)
+	}
+	all := append(append([]string(nil), oursKeys...), foreign...)
+
+	if n, size, err := be.RemoveTemp(ctx, time.Hour); n != 0 || size != 0 || err != nil {
+		t.Errorf("remove temp of an hour: %d, %d, %v; want nothing removed", n, size, err)
+	}
+	if got := openUploads(t, raw, opts, all); len(got) != len(all) {
+		t.Errorf("after remove temp of an hour: uploads of %q, want all of %q", got, all)
+	}
+
+	// Through a wrapper, as prune finds it.
+	tc, ok := backend.As[backend.TempCleaner](retry.New(be, retry.Options{}))
+	if !ok {
+		t.Fatal("backend.As does not find RemoveTemp through a wrapper")
+	}
+	n, size, err := tc.RemoveTemp(ctx, -time.Hour)
+	if err != nil {
+		t.Fatalf("remove temp: %v", err)
+	}
+	if n != len(ours) || size != 1000+10 {
+		t.Errorf("removed %d uploads of %d bytes, want %d of %d", n, size, len(ours), 1000+10)
+	}
+	if got := openUploads(t, raw, opts, all); !slices.Equal(got, foreign) {
+		t.Errorf("uploads left: %q, want only the foreign %q", got, foreign)
+	}
+	if got, err := backend.LoadAll(ctx, be, obj, nil); err != nil || string(got) != "pack" {
+		t.Errorf("object after RemoveTemp: %q, %v", got, err)
+	}
+	if n, size, err := be.RemoveTemp(ctx, -time.Hour); n != 0 || size != 0 || err != nil {
+		t.Errorf("remove temp again: %d, %d, %v", n, size, err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, _, err := be.RemoveTemp(cctx, -time.Hour); !errors.Is(err, context.Canceled) {
+		t.Errorf("remove temp with a cancelled context: %v, want context.Canceled", err)
+	}
 }

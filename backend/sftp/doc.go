@@ -41,7 +41,10 @@
 //
 // A Save that fails removes its temporary file. One whose connection
 // died, or was cancelled while the server hung, may leave it behind;
-// List never shows it.
+// List never shows it. RemoveTemp (backend.TempCleaner, which prune
+// calls) removes such files once they have not been written to for the
+// given age, comparing the server's modification times with the local
+// clock.
 //
 // # Connections and cancellation
 //

@@ -20,7 +20,10 @@ import (
 	"repo/backend"
 )
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.TempCleaner = (*Backend)(nil)
+)
 
 // Options configure how Open and Create reach the server. The zero value
 // does what ssh would: keys from the agent and ~/.ssh, host keys checked
@@ -464,7 +467,7 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, rd backend.RewindR
 func (b *Backend) save(ctx context.Context, h backend.Handle, rd backend.RewindReader) error {
 	final := b.filename(h)
 	dir := path.Dir(final)
-	tmp := path.Join(dir, ".tmp-"+randomHex())
+	tmp := path.Join(dir, tempPrefix+randomHex())
 	leftover := false
 	err := b.withSession(ctx, func(c *pkgsftp.Client) error {
 		f, err := c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
@@ -870,6 +873,119 @@ func (b *Backend) readDir(ctx context.Context, dir string, t backend.FileType, p
 		infos = append(infos, backend.FileInfo{Name: name, Size: e.Size()})
 	}
 	return infos, nil
+}
+
+// tempPrefix starts the name of every temporary file of a Save.
+const tempPrefix = ".tmp-"
+
+// RemoveTemp removes the temporary files that Saves of killed processes
+// (or of connections that died) left next to the objects they were
+// writing: in the repository directory for the config, in every type
+// directory and in every data/xx, when they were last modified more than
+// olderThan ago. A running Save writes its file continuously, so it is
+// never that old. Files that vanish meanwhile (their Save finished) are
+// skipped. Directories are read by up to listReaders sessions at once: one
+// after the other, the 264 directories would cost a few round trips each.
+//
+// The modification times come from the server's clock and the cutoff from
+// ours. The two may differ, but by seconds or minutes, not by the hour or
+// more that callers (prune) pass as olderThan.
+func (b *Backend) RemoveTemp(ctx context.Context, olderThan time.Duration) (n int, size int64, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, fmt.Errorf("remove temporary files: %w", err)
+	}
+	dirs := []string{b.dir}
+	for _, t := range types {
+		dirs = append(dirs, path.Join(b.dir, t.String()))
+	}
+	data := path.Join(b.dir, backend.PackFile.String())
+	var entries []os.FileInfo
+	err = b.withSession(ctx, func(c *pkgsftp.Client) error {
+		var err error
+		entries, err = c.ReadDirContext(ctx, data)
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, fmt.Errorf("remove temporary files: %w", classify(err))
+	}
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+			dirs = append(dirs, path.Join(data, e.Name()))
+		}
+	}
+
+	cutoff := time.Now().Add(-olderThan)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error // guarded by mu, as are n and size
+	)
+	jobs := make(chan string)
+	for range min(listReaders, b.conn) {
+		wg.Go(func() {
+			for dir := range jobs {
+				dn, dsize, err := b.removeTempIn(rctx, dir, cutoff)
+				mu.Lock()
+				n += dn
+				size += dsize
+				if err != nil && first == nil {
+					first = fmt.Errorf("remove temporary files in %s: %w", dir, err)
+					cancel() // the others stop too
+				}
+				mu.Unlock()
+			}
+		})
+	}
+feed:
+	for _, dir := range dirs {
+		select {
+		case jobs <- dir:
+		case <-rctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if first == nil && ctx.Err() != nil {
+		first = fmt.Errorf("remove temporary files: %w", ctx.Err())
+	}
+	return n, size, first
+}
+
+// removeTempIn removes the temporary files in dir modified before cutoff,
+// on one session. A missing dir holds none.
+func (b *Backend) removeTempIn(ctx context.Context, dir string, cutoff time.Time) (n int, size int64, err error) {
+	err = b.withSession(ctx, func(c *pkgsftp.Client) error {
+		// READDIR returns lstat attributes: a symbolic link named like a
+		// temporary file is not regular and stays.
+		entries, err := c.ReadDirContext(ctx, dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return classify(err)
+		}
+		for _, e := range entries {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if !strings.HasPrefix(e.Name(), tempPrefix) || !e.Mode().IsRegular() || !e.ModTime().Before(cutoff) {
+				continue
+			}
+			if err := c.Remove(path.Join(dir, e.Name())); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					continue // its Save finished (or gave up) meanwhile
+				}
+				return classify(err)
+			}
+			n++
+			size += e.Size()
+		}
+		return nil
+	})
+	return n, size, err
 }
 
 // Close ends every session, also those of operations still running

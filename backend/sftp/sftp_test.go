@@ -496,6 +496,16 @@ func TestHungServer(t *testing.T) {
 	removeTemp(t, filepath.Join(be.dir, "data", "ab"))
 }
 
+// TestRemoveTemp plants temporary files as killed Saves leave them (the
+// server is local, so the test writes them directly) and checks that
+// RemoveTemp removes exactly the old ones, everywhere a Save puts them,
+// and leaves objects alone.
+func TestRemoveTemp(t *testing.T) {
+	srv := startServer(t)
+	dir := filepath.Join(t.TempDir(), "repo")
+	backendtest.RunRemoveTemp(t, create(t, srv, dir, srv.options()), dir)
+}
+
 // removeTemp removes temporary files that a test left on purpose.
 func removeTemp(t *testing.T, dir string) {
 	t.Helper()
