@@ -22,6 +22,7 @@ import (
 	"repo/backend"
 	"repo/chunk"
 	"repo/index"
+	"repo/internal/testserver"
 	"repo/repo"
 )
 
@@ -245,26 +246,21 @@ func TestFlagCompletions(t *testing.T) {
 	}
 }
 
-// The completion scripts are valid shell: bash -n always (bash is
-// required), zsh -n and fish --no-execute where those shells exist.
+// The completion scripts are valid shell: bash -n, zsh -n and fish
+// --no-execute (zsh and fish are installed with apt-get when missing).
 func TestCompletionScripts(t *testing.T) {
 	for _, sh := range []struct {
-		shell    string
-		check    []string
-		required bool
+		shell string
+		check []string
+		path  string // the shell, installed from the Debian package of the same name
 	}{
-		{"bash", []string{"bash", "-n"}, true},
-		{"zsh", []string{"zsh", "-n"}, false},
-		{"fish", []string{"fish", "--no-execute"}, false},
+		{"bash", []string{"bash", "-n"}, "/bin/bash"},
+		{"zsh", []string{"zsh", "-n"}, "/usr/bin/zsh"},
+		{"fish", []string{"fish", "--no-execute"}, "/usr/bin/fish"},
 	} {
 		t.Run(sh.shell, func(t *testing.T) {
-			bin, err := exec.LookPath(sh.check[0])
-			if err != nil {
-				if sh.required {
-					t.Fatalf("%s is needed to check the completion script: %v", sh.check[0], err)
-				}
-				t.Skipf("%s is not installed", sh.check[0])
-			}
+			testserver.EnsurePackage(t, sh.path, sh.shell)
+			bin := sh.path
 			script, stderr, code := runInProcess(t, "completion", sh.shell)
 			if code != 0 || !strings.Contains(script, "__complete") {
 				t.Fatalf("repo completion %s: exit %d, stderr %q, script of %d bytes without __complete", sh.shell, code, stderr, len(script))

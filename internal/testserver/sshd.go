@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,50 +27,12 @@ const (
 	SFTPServerPath = "/usr/lib/openssh/sftp-server"
 )
 
-var (
-	sshdInstallOnce sync.Once
-	sshdInstallErr  error
-)
-
 // EnsureSSHD installs openssh-server with apt-get when sshd is missing
 // (once per test binary), and skips t (fails it under CI=true) when that
 // does not work.
 func EnsureSSHD(t testing.TB) {
 	t.Helper()
-	sshdInstallOnce.Do(func() {
-		if _, err := os.Stat(SSHDPath); err == nil {
-			return
-		}
-		if _, err := exec.LookPath("apt-get"); err != nil {
-			sshdInstallErr = fmt.Errorf("%s is missing and there is no apt-get to install openssh-server", SSHDPath)
-			return
-		}
-		install := func() error {
-			cmd := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "openssh-server")
-			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("apt-get install openssh-server: %v: %s", err, tailLines(out, 5))
-			}
-			return nil
-		}
-		t.Logf("%s is missing: installing openssh-server", SSHDPath)
-		if err := install(); err != nil {
-			t.Logf("%v; running apt-get update and trying again", err)
-			if out, err := exec.Command("apt-get", "update").CombinedOutput(); err != nil {
-				sshdInstallErr = fmt.Errorf("apt-get update: %v: %s", err, tailLines(out, 5))
-				return
-			}
-			if sshdInstallErr = install(); sshdInstallErr != nil {
-				return
-			}
-		}
-		if _, err := os.Stat(SSHDPath); err != nil {
-			sshdInstallErr = fmt.Errorf("openssh-server installed, but: %v", err)
-		}
-	})
-	if sshdInstallErr != nil {
-		Unavailable(t, "%v", sshdInstallErr)
-	}
+	EnsurePackage(t, SSHDPath, "openssh-server")
 }
 
 // SSHDOptions are what StartSSHD can vary.

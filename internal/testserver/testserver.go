@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,4 +105,60 @@ func restart(t testing.TB, what string, start func() error) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("restart %s: %v", what, err)
+}
+
+var (
+	installMu   sync.Mutex
+	installErrs = map[string]error{} // by package, once tried
+)
+
+// EnsurePackage makes sure the file path exists (a server or a tool the
+// test runs), installing the Debian package pkg with apt-get when it does
+// not (once per package and test binary; apt-get update and a second try
+// if the first fails), and skips t (fails it under CI=true) when that
+// does not work. CI's machines start without such packages: the tests
+// install what they need themselves.
+func EnsurePackage(t testing.TB, path, pkg string) {
+	t.Helper()
+	installMu.Lock()
+	err, tried := installErrs[pkg]
+	if !tried {
+		err = installPackage(t, path, pkg)
+		installErrs[pkg] = err
+	}
+	installMu.Unlock()
+	if err != nil {
+		Unavailable(t, "%v", err)
+	}
+}
+
+func installPackage(t testing.TB, path, pkg string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		return fmt.Errorf("%s is missing and there is no apt-get to install %s", path, pkg)
+	}
+	install := func() error {
+		cmd := exec.Command("apt-get", "install", "-y", "--no-install-recommends", pkg)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get install %s: %v: %s", pkg, err, tailLines(out, 5))
+		}
+		return nil
+	}
+	t.Logf("%s is missing: installing %s", path, pkg)
+	if err := install(); err != nil {
+		t.Logf("%v; running apt-get update and trying again", err)
+		if out, err := exec.Command("apt-get", "update").CombinedOutput(); err != nil {
+			return fmt.Errorf("apt-get update: %v: %s", err, tailLines(out, 5))
+		}
+		if err := install(); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("%s installed, but: %v", pkg, err)
+	}
+	return nil
 }
