@@ -33,8 +33,12 @@ var (
 	keepaliveTimeout  = 45 * time.Second
 	// hangGrace is how long an operation whose context was cancelled may
 	// still take to finish by itself before its connection is closed
-	// under it.
-	hangGrace = 250 * time.Millisecond
+	// under it. A Save cancelled midway needs that time to collect the
+	// answers to its writes in flight (up to 2 MiB), close and remove its
+	// temporary file: 250 ms was not always enough on a loaded machine
+	// (a CI run left a temporary file behind), and a second more on a
+	// hung server is little next to the keepalive's 45 s.
+	hangGrace = time.Second
 	// commandExitWait is how long Close waits for a Command to exit after
 	// its stdin closed, before killing it.
 	commandExitWait = 2 * time.Second
