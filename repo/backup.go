@@ -746,18 +746,36 @@ func (a *archiver) saveDir(ctx context.Context, dir string, info *source.Info, p
 		if (a.excl.Excluded(p) && !a.isDatabase(p)) || a.isDatabaseSidecar(p) {
 			continue
 		}
-		ci, err := source.Lstat(p)
+		pcn := ptree.Find(name)
+		ci, err := source.LstatReusing(p, parentXattrs(pcn))
 		if err != nil {
 			a.report(p, err)
 			continue
 		}
-		e, err := a.saveEntry(ctx, p, ci, ptree.Find(name))
+		e, err := a.saveEntry(ctx, p, ci, pcn)
 		if err != nil {
 			return nil, err
 		}
 		entries = append(entries, e)
 	}
 	return a.finishDir(ctx, dir, info, entries, pn, ptree)
+}
+
+// parentXattrs returns, for source.LstatReusing, the extended attributes
+// of pn (the entry's node in the parent snapshot, may be nil) when the
+// entry is the same inode of the same device with the same change time:
+// setting or removing an attribute sets the change time, so pn's are the
+// attributes the entry still has.
+func parentXattrs(pn *Node) func(*source.Info) ([]source.Xattr, bool) {
+	if pn == nil || pn.Inode == 0 || pn.ChangeTime.IsZero() {
+		return nil
+	}
+	return func(info *source.Info) ([]source.Xattr, bool) {
+		if pn.Inode != info.Inode || pn.DeviceID != info.DeviceID || !pn.ChangeTime.Equal(info.ChangeTime) {
+			return nil, false
+		}
+		return toSourceXattrs(pn.Xattrs), true
+	}
 }
 
 // finishDir waits for the directory's files, stores its tree and returns

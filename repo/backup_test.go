@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"repo/backend"
 	"repo/backend/mem"
 	"repo/chunk"
@@ -838,4 +840,58 @@ func TestBackupWriteOrdering(t *testing.T) {
 	if n := len(names(t, mb, backend.SnapshotFile)); n != 1 {
 		t.Errorf("%d snapshots", n)
 	}
+}
+
+// TestBackupXattrChanges: an entry whose inode and change time are those
+// of the parent keeps the parent's extended attributes without reading
+// them; setting, changing or removing an attribute sets the change time,
+// so every such change is in the next snapshot.
+func TestBackupXattrChanges(t *testing.T) {
+	r, _ := newTestRepo(t, false)
+	src := t.TempDir()
+	file := filepath.Join(src, "f.txt")
+	if err := os.WriteFile(file, []byte("content\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set := func(p, name, value string) {
+		t.Helper()
+		if err := unix.Lsetxattr(p, name, []byte(value), 0); err != nil {
+			t.Skipf("user extended attributes not supported here: %v", err)
+		}
+	}
+	set(file, "user.a", "1")
+	set(src, "user.dir", "d1")
+	xattrs := func(sn *Snapshot, p string) string {
+		t.Helper()
+		n, _, err := r.FindNode(t.Context(), sn, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for _, x := range n.Xattrs {
+			parts = append(parts, x.Name+"="+string(x.Value))
+		}
+		return strings.Join(parts, ",")
+	}
+	check := func(sn *Snapshot, wantFile, wantDir string) {
+		t.Helper()
+		if got := xattrs(sn, file); got != wantFile {
+			t.Errorf("snapshot %s: file attributes %q, want %q", sn.ID.Short(), got, wantFile)
+		}
+		if got := xattrs(sn, src); got != wantDir {
+			t.Errorf("snapshot %s: directory attributes %q, want %q", sn.ID.Short(), got, wantDir)
+		}
+	}
+	check(backup(t, r, BackupOptions{Paths: []string{src}}), "user.a=1", "user.dir=d1")
+	check(backup(t, r, BackupOptions{Paths: []string{src}}), "user.a=1", "user.dir=d1")
+
+	set(file, "user.a", "2") // same length; the content stays
+	set(file, "user.b", "new")
+	third := backup(t, r, BackupOptions{Paths: []string{src}})
+	check(third, "user.a=2,user.b=new", "user.dir=d1")
+	if err := unix.Lremovexattr(file, "user.a"); err != nil {
+		t.Fatal(err)
+	}
+	set(src, "user.dir", "d2")
+	check(backup(t, r, BackupOptions{Paths: []string{src}}), "user.b=new", "user.dir=d2")
 }

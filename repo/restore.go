@@ -568,6 +568,9 @@ func (rs *restorer) applyMeta(dir *os.Root, name, shown string, n *Node) {
 }
 
 func toSourceXattrs(xs []Xattr) []source.Xattr {
+	if len(xs) == 0 {
+		return nil
+	}
 	out := make([]source.Xattr, len(xs))
 	for i, x := range xs {
 		out[i] = source.Xattr{Name: x.Name, Value: x.Value}

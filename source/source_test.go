@@ -793,3 +793,37 @@ func BenchmarkLstat(b *testing.B) {
 		}
 	}
 }
+
+// TestLstatReusing: attributes that reuse supplies stand for the entry's
+// (llistxattr is not called); when it declines, the real ones are read.
+func TestLstatReusing(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(p, "user.real", []byte("1"), 0); err != nil {
+		t.Skipf("user extended attributes not supported here: %v", err)
+	}
+	sentinel := []Xattr{{Name: "user.from-parent", Value: []byte("2")}}
+	var seen *Info
+	fi, err := LstatReusing(p, func(fi *Info) ([]Xattr, bool) {
+		seen = fi
+		return sentinel, true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen == nil || seen.Inode == 0 || seen.ChangeTime.IsZero() {
+		t.Errorf("reuse saw %+v: want the entry's inode and change time", seen)
+	}
+	if len(fi.Xattrs) != 1 || fi.Xattrs[0].Name != "user.from-parent" {
+		t.Errorf("xattrs %v, want the reused ones", fi.Xattrs)
+	}
+	fi, err = LstatReusing(p, func(*Info) ([]Xattr, bool) { return sentinel, false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fi.Xattrs) != 1 || fi.Xattrs[0].Name != "user.real" || string(fi.Xattrs[0].Value) != "1" {
+		t.Errorf("xattrs %v, want the file's own", fi.Xattrs)
+	}
+}
