@@ -124,14 +124,20 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*n = Node(j.nodeFields)
+	*n = j.node()
+	return nil
+}
+
+// node is the Node j stores.
+func (j *nodeJSON) node() Node {
+	n := Node(j.nodeFields)
 	if j.NameRaw != nil {
 		n.Name = string(j.NameRaw)
 	}
 	if j.LinkTargetRaw != nil {
 		n.LinkTarget = string(j.LinkTargetRaw)
 	}
-	return nil
+	return n
 }
 
 // Tree is one directory: its entries sorted bytewise by name, names unique.
@@ -268,9 +274,22 @@ func (r *Repository) LoadTree(ctx context.Context, id chunk.ID) (*Tree, error) {
 }
 
 func decodeTree(id chunk.ID, buf []byte) (*Tree, error) {
-	var t Tree
-	if err := json.Unmarshal(buf, &t); err != nil {
+	// Decoded as nodeJSON directly: through Node.UnmarshalJSON every node
+	// would be a json.Unmarshal of its own, which checks its bytes again
+	// and sets up its decoder again (a fifth of an unchanged backup's CPU
+	// on a tree of 20,000 files). The result is the same.
+	var j struct {
+		Nodes []nodeJSON `json:"nodes"`
+	}
+	if err := json.Unmarshal(buf, &j); err != nil {
 		return nil, fmt.Errorf("decode tree %s: %w", id.Short(), err)
+	}
+	var t Tree
+	if j.Nodes != nil { // "nodes": null stays nil, as it would in a Tree
+		t.Nodes = make([]Node, len(j.Nodes))
+	}
+	for i := range j.Nodes {
+		t.Nodes[i] = j.Nodes[i].node()
 	}
 	if err := t.Validate(); err != nil {
 		return nil, fmt.Errorf("tree %s: %w", id.Short(), err)
