@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"sync"
 
 	"repo/chunk"
 	"repo/index"
@@ -92,14 +94,9 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 		return pendingNode{}, err
 	}
 	var pagesNew uint32
-	ids := make([]chunk.ID, 0, pageBatchPages)
 	known := make([]bool, pageBatchPages)
-	process := func(batch []byte) error {
+	process := func(batch []byte, ids []chunk.ID) error {
 		ps := di.PageSize
-		ids = ids[:0]
-		for off := 0; off < len(batch); off += ps {
-			ids = append(ids, a.r.hasher.Sum(batch[off:off+ps]))
-		}
 		// Most pages of a database backed up before are stored: one
 		// cache transaction answers for the batch, and only the others
 		// go through Reserve.
@@ -135,7 +132,7 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 		a.bytesRead.Add(int64(len(page)))
 		a.progress.AddBytes(int64(len(page)))
 		pagesRead += int64(len(page))
-	}, process)
+	}, a.r.hasher.Sum, process)
 	if err != nil {
 		if serr := a.s.Err(); serr != nil {
 			return pendingNode{}, serr
@@ -237,45 +234,74 @@ const (
 )
 
 // pipePages streams the pages of snap in order to process, in batches of
-// whole pages (at most pageBatchPages), running SQLite's
-// page reads (one goroutine: the read transaction's connection) beside
-// process (another), which hashes, looks up and queues each page: on a
-// day-after backup, where few pages are new, each side is about half the
-// work, and serially they left a core idle. read sees every page first, in
-// the reading goroutine. Pages keep their order: the page map is written
-// in page order by process. An error of process stops the stream and is
-// returned; so is one of the stream.
-func (a *archiver) pipePages(ctx context.Context, snap *sqlite.Snapshot, pageSize int, read func([]byte), process func([]byte) error) error {
-	free := make(chan []byte, pageBatches)
-	for range pageBatches {
-		free <- make([]byte, 0, pageBatchPages*pageSize)
+// whole pages (at most pageBatchPages), with each page's id from hash.
+// Three kinds of goroutine overlap: the reader (the read transaction's
+// connection, and the only caller of read, which sees every page first),
+// hash workers (one per CPU, a batch each at a time), and process (the
+// caller's, in page order: the page map is written in that order). On a
+// day-after backup, where few pages are new, hashing is most of the work
+// once the pages come from the file (see sqlite.Snapshot.Pages), and one
+// goroutine for it left a core idle. An error of process stops the stream
+// and is returned; so is one of the stream.
+func (a *archiver) pipePages(ctx context.Context, snap *sqlite.Snapshot, pageSize int, read func([]byte),
+	hash func([]byte) chunk.ID, process func(batch []byte, ids []chunk.ID) error) error {
+	// A batch goes to a hash worker and, in stream order, to process,
+	// which waits for its hashed channel.
+	type batch struct {
+		data   []byte
+		ids    []chunk.ID
+		hashed chan struct{}
 	}
-	full := make(chan []byte, pageBatches)
+	free := make(chan *batch, pageBatches)
+	for range pageBatches {
+		free <- &batch{data: make([]byte, 0, pageBatchPages*pageSize), ids: make([]chunk.ID, 0, pageBatchPages)}
+	}
+	work := make(chan *batch, pageBatches)
+	ordered := make(chan *batch, pageBatches)
+	var hashers sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		hashers.Go(func() {
+			for b := range work {
+				b.ids = b.ids[:0]
+				for off := 0; off < len(b.data); off += pageSize {
+					b.ids = append(b.ids, hash(b.data[off:off+pageSize]))
+				}
+				close(b.hashed)
+			}
+		})
+	}
 	failed := make(chan struct{}) // closed when process failed
 	var perr error                // process's error; read after failed or done
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for b := range full {
+		for b := range ordered {
+			<-b.hashed
 			if perr == nil {
-				if perr = process(b); perr != nil {
+				if perr = process(b.data, b.ids); perr != nil {
 					close(failed)
 				}
 			}
 			// After an error, batches are only drained, so that the
 			// reader never blocks.
-			free <- b[:0]
+			b.data = b.data[:0]
+			free <- b
 		}
 	}()
+	send := func(b *batch) {
+		b.hashed = make(chan struct{})
+		work <- b
+		ordered <- b
+	}
 	stopped := errors.New("page processing stopped")
 	cur := <-free
 	serr := snap.Pages(ctx, func(_ uint32, page []byte) error {
 		read(page)
-		cur = append(cur, page...)
-		if len(cur) < cap(cur) {
+		cur.data = append(cur.data, page...)
+		if len(cur.data) < cap(cur.data) {
 			return nil
 		}
-		full <- cur
+		send(cur)
 		select {
 		case cur = <-free:
 			return nil
@@ -283,11 +309,13 @@ func (a *archiver) pipePages(ctx context.Context, snap *sqlite.Snapshot, pageSiz
 			return stopped
 		}
 	})
-	if serr == nil && len(cur) > 0 {
-		full <- cur
+	if serr == nil && len(cur.data) > 0 {
+		send(cur)
 	}
-	close(full)
+	close(work)
+	close(ordered)
 	<-done
+	hashers.Wait()
 	if perr != nil {
 		return perr
 	}

@@ -7,12 +7,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	"repo/chunk"
 	"repo/source/sqlite"
 )
 
 // TestPipePages: process sees every page of the image once, in order, in
-// batches of whole pages no larger than pageBatchPages; an error of process
-// stops the stream early and comes back as is.
+// batches of whole pages no larger than pageBatchPages, each with its id;
+// an error of process stops the stream early and comes back as is.
 func TestPipePages(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.db")
 	writeDB(t, path, "wal", 2*pageBatchPages) // pages enough for several batches
@@ -35,14 +36,20 @@ func TestPipePages(t *testing.T) {
 
 	a := &archiver{}
 	var read, got, batches int
-	err = a.pipePages(context.Background(), snap, info.PageSize, func([]byte) { read++ }, func(b []byte) error {
+	err = a.pipePages(context.Background(), snap, info.PageSize, func([]byte) { read++ }, chunk.Hash, func(b []byte, ids []chunk.ID) error {
 		batches++
 		if len(b) == 0 || len(b)%info.PageSize != 0 || len(b) > pageBatchPages*info.PageSize {
 			t.Fatalf("batch of %d bytes: not 1 to %d whole pages", len(b), pageBatchPages)
 		}
+		if len(ids) != len(b)/info.PageSize {
+			t.Fatalf("%d ids for %d pages", len(ids), len(b)/info.PageSize)
+		}
 		for off := 0; off < len(b); off += info.PageSize {
 			if got >= len(want) || !bytes.Equal(b[off:off+info.PageSize], want[got]) {
 				t.Fatalf("page %d differs from the stream's", got+1)
+			}
+			if id := ids[off/info.PageSize]; id != chunk.Hash(want[got]) {
+				t.Fatalf("page %d: id %v is not its hash", got+1, id.Short())
 			}
 			got++
 		}
@@ -54,7 +61,7 @@ func TestPipePages(t *testing.T) {
 
 	errStop := errors.New("stop")
 	batches = 0
-	err = a.pipePages(context.Background(), snap, info.PageSize, func([]byte) {}, func([]byte) error {
+	err = a.pipePages(context.Background(), snap, info.PageSize, func([]byte) {}, chunk.Hash, func([]byte, []chunk.ID) error {
 		if batches++; batches == 2 {
 			return errStop
 		}

@@ -10,12 +10,21 @@
 //
 // (the path percent-escaped, so '?', '#', '%' and spaces are safe), runs
 // BEGIN and a first read, which fixes the transaction's view, and reads Info
-// inside it. Pages then runs
+// inside it. Pages then hands each page to a callback: read from the file
+// in 1 MiB blocks, except the pages that have a frame in the -wal file,
+// which it reads with
+//
+//	SELECT data FROM sqlite_dbpage WHERE pgno = ?
+//
+// on the same connection (see direct.go for why that is exact). When a
+// quarter or more of the pages have a frame, or SQLite's file is not the
+// one Open opened, it streams them all with
 //
 //	SELECT pgno, data FROM sqlite_dbpage ORDER BY pgno
 //
-// on the same connection and hands each page to a callback. Close ends the
-// transaction and closes the connection.
+// instead. Close ends the transaction, closes the connection, and then
+// the package's own descriptor of the file (closing a descriptor drops the
+// process's POSIX locks on the file, SQLite's SHARED lock included).
 //
 // # Invariants
 //
@@ -72,9 +81,11 @@
 //   - An empty file is an empty database to SQLite: Open succeeds with
 //     PageCount 0 and Pages streams nothing.
 //   - Open checks the path (exists, regular file, readable) before SQLite
-//     opens it, so a FIFO never blocks; a file swapped between the check and
-//     SQLite's open is not detected.
-//   - Throughput is that of SQLite's pager plus a copy per page into Go
-//     memory (see BenchmarkPages), well above what chunking and compression
-//     take per core.
+//     opens it, so a FIFO never blocks. If the file is swapped between the
+//     check and SQLite's open, SQLite reads the new one; Pages notices that
+//     the file SQLite names is no longer the one checked, and streams
+//     through SQLite only.
+//   - Throughput is that of reading the file, plus one query per page
+//     that has a frame in the WAL (see BenchmarkPages); through
+//     sqlite_dbpage alone it is SQLite's pager plus two copies per page.
 package sqlite

@@ -86,6 +86,48 @@ type Snapshot struct {
 	head   []byte // the first 100 bytes of page 1 as read by Open
 	inTx   bool
 	closed bool // Close has run
+
+	// file is the database file, opened by us before SQLite opened it and
+	// closed after SQLite closed it (see Open). direct is true when pages
+	// may be read from it (see pagesDirect); walPath is then the -wal file
+	// SQLite uses.
+	file    *os.File
+	direct  bool
+	walPath string
+}
+
+// sameFile reports whether SQLite's main database is s.file, and sets
+// s.walPath. SQLite names its file in PRAGMA database_list (symbolic links
+// resolved) and opened it after us: if that name is our file now, it is
+// the file SQLite has open, short of the path being swapped away and back
+// in between. If not, pages come through SQL only.
+func (s *Snapshot) sameFile(ctx context.Context) bool {
+	rows, err := s.conn.QueryContext(ctx, "PRAGMA database_list")
+	if err != nil {
+		return false
+	}
+	defer rows.Close()
+	var name string
+	for rows.Next() {
+		var seq int64
+		var schema, file string
+		if rows.Scan(&seq, &schema, &file) == nil && schema == "main" {
+			name = file
+		}
+	}
+	if rows.Err() != nil || name == "" {
+		return false
+	}
+	fi, err := s.file.Stat()
+	if err != nil {
+		return false
+	}
+	pi, err := os.Stat(name)
+	if err != nil || !os.SameFile(fi, pi) {
+		return false
+	}
+	s.walPath = name + "-wal"
+	return true
 }
 
 // Open opens path read-only and starts a read transaction; the transaction's
@@ -97,47 +139,59 @@ type Snapshot struct {
 //
 // ctx bounds the opening only; the Snapshot stays valid until Close.
 func Open(ctx context.Context, path string) (*Snapshot, error) {
-	if err := checkFile(path); err != nil {
+	// file is our own descriptor, for reading pages directly (see
+	// pagesDirect). It is opened before SQLite opens the file and closed
+	// only after SQLite has closed it: closing any descriptor of a file
+	// drops every POSIX lock the process holds on it, SQLite's SHARED lock
+	// included.
+	file, err := checkFile(path)
+	if err != nil {
 		return nil, wrap(path, err)
 	}
 	dsn, err := dsnFor(path)
 	if err != nil {
+		file.Close()
 		return nil, wrap(path, err)
 	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
+		file.Close()
 		return nil, wrap(path, err)
 	}
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
-	s := &Snapshot{path: path, db: db}
+	s := &Snapshot{path: path, db: db, file: file}
 	if err := s.begin(ctx); err != nil {
 		s.Close()
 		return nil, wrap(path, err)
 	}
+	s.direct = s.sameFile(ctx)
 	return s, nil
 }
 
 // checkFile turns the common mistakes into plain file system errors before
 // SQLite sees the path: SQLite would report all of them as "unable to open
-// database file", and would block opening a FIFO.
-func checkFile(path string) error {
+// database file", and would block opening a FIFO. It returns the regular
+// file, open for reading (O_NONBLOCK means nothing to regular files).
+func checkFile(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return unwrapPathError(err)
+		return nil, unwrapPathError(err)
 	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return unwrapPathError(err)
+		f.Close()
+		return nil, unwrapPathError(err)
 	}
 	switch {
 	case fi.IsDir():
-		return syscall.EISDIR
+		f.Close()
+		return nil, syscall.EISDIR
 	case !fi.Mode().IsRegular():
-		return fmt.Errorf("not a regular file but a %s", typeName(fi.Mode()))
+		f.Close()
+		return nil, fmt.Errorf("not a regular file but a %s", typeName(fi.Mode()))
 	}
-	return nil
+	return f, nil
 }
 
 // typeName names the type of a non-regular file.
@@ -293,6 +347,19 @@ func (s *Snapshot) Pages(ctx context.Context, fn func(pgno uint32, page []byte) 
 	if s.closed {
 		return wrap(s.path, errors.New("snapshot is closed"))
 	}
+	if s.direct && s.info.PageCount > 0 {
+		// A page that may be in the WAL costs one query; beyond a quarter
+		// of the pages one stream of them all is cheaper. A WAL we cannot
+		// read (SQLite could) leaves it all to SQLite too.
+		if wal, ok := s.walPages(); ok && uint64(wal.n)*4 <= uint64(s.info.PageCount) {
+			return s.pagesDirect(ctx, wal, fn)
+		}
+	}
+	return s.pagesSQL(ctx, fn)
+}
+
+// pagesSQL streams every page through SQLite (sqlite_dbpage).
+func (s *Snapshot) pagesSQL(ctx context.Context, fn func(pgno uint32, page []byte) error) error {
 	rows, err := s.conn.QueryContext(ctx, "SELECT pgno, data FROM sqlite_dbpage ORDER BY pgno")
 	if err != nil {
 		return wrap(s.path, fmt.Errorf("read pages: %w", explain(err)))
@@ -316,17 +383,8 @@ func (s *Snapshot) Pages(ctx context.Context, fn func(pgno uint32, page []byte) 
 		if len(data) != s.info.PageSize {
 			return wrap(s.path, fmt.Errorf("page %d has %d bytes, want page size %d", pgno, len(data), s.info.PageSize))
 		}
-		if next == 1 && !bytes.Equal(data[:100], s.head) {
-			return wrap(s.path, errors.New("page 1 changed within the transaction"))
-		}
-		if err := fn(next, data); err != nil {
+		if err := s.emit(ctx, next, data, fn); err != nil {
 			return err
-		}
-		// The driver interrupts SQLite from another goroutine when ctx
-		// ends, which can come too late for a short stream to notice:
-		// a cancelled stream must not look complete.
-		if err := ctx.Err(); err != nil {
-			return wrap(s.path, fmt.Errorf("read pages: %w", err))
 		}
 		next++
 	}
@@ -363,6 +421,10 @@ func (s *Snapshot) Close() error {
 	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, err)
+	}
+	// Last: SQLite's locks are gone now (see Open).
+	if s.file != nil {
+		s.file.Close() // read-only: nothing to lose
 	}
 	if err := errors.Join(errs...); err != nil {
 		return wrap(s.path, err)
