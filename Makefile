@@ -65,7 +65,7 @@ bench-cpu: build
 # Stage benchmarks run for a second each (the 1M-blob index sync runs once);
 # the whole-pipeline benchmarks take about a second per run, so two runs.
 bench-go:
-	{ $(GO) test -run '^$$' -bench . -benchtime 1s ./chunk/ ./repo/pack/ ./repo/crypto/ ./index/ && \
+	{ $(GO) test -run '^$$' -bench . -benchtime 1s ./chunk/ ./repo/pack/ ./repo/crypto/ ./index/ ./source/sqlite/ && \
 	  $(GO) test -run '^$$' -bench . -benchtime 2x ./repo/; } | tee bench/results/go-bench-$$(date +%Y%m%dT%H%M%S).txt
 
 bench-tools: build
