@@ -24,15 +24,25 @@ import (
 //   - Rollback-journal mode: a SHARED lock on the file. No writer can
 //     change the file until it is released (a writer needs EXCLUSIVE to
 //     write it), so the file is the snapshot.
-//   - WAL mode: a read mark in the -shm. A page of the snapshot is the
-//     newest frame for it in the WAL up to the mark, or the file's page
-//     if there is none. A checkpoint copies back only frames up to the
-//     oldest reader's mark (none at all while a reader ignores the WAL,
-//     mark 0), and the WAL is not restarted while a reader uses frames of
-//     it. So a page for which the WAL holds no frame at all reads the same
-//     from the file as through SQLite, for as long as the transaction
-//     lasts; and the frames up to the mark, written before the transaction
-//     began, are all in the -wal file when walPages scans it.
+//   - WAL mode: a read lock on a read mark in the -shm. A page of the
+//     snapshot is the newest frame for it among the WAL frames the
+//     transaction sees (its frame count; the mark it locks is at most
+//     that), or the file's page if there is none. A checkpoint copies
+//     back only frames up to the smallest locked mark (none at all while
+//     a reader holds mark 0, which ignores the WAL), and extends or
+//     truncates the file only then; the WAL is not restarted or truncated
+//     while a reader uses frames of it. So a page for which the WAL holds
+//     no frame at all reads the same from the file as through SQLite, for
+//     as long as the transaction lasts; and the frames the transaction
+//     sees, written before it began, are all in the -wal file when
+//     walPages scans it.
+//
+// Two pages are not in the file although the image has them: the page
+// holding SQLite's lock bytes at 1 GiB (pendingByte), which SQLite never
+// writes and sqlite_dbpage gives as zeros; and, in a WAL database that
+// grew past it before a checkpoint wrote anything beyond it, the pages
+// after the file's end, all of which have frames. pagesDirect gives the
+// first as zeros and reads any page past the end through SQLite.
 //
 // walPages collects the page number of every frame in the -wal file,
 // whatever its salt or checksum: a superset of the pages the snapshot
@@ -110,24 +120,41 @@ func (s *Snapshot) walPages() (set pageSet, ok bool) {
 	return set, true
 }
 
+// pendingByte is the offset of SQLite's lock bytes (PENDING_BYTE, 1 GiB).
+// The page that holds them is never used or written by SQLite, and
+// sqlite_dbpage yields zeros for it, whatever the file holds there.
+const pendingByte = 0x40000000
+
 // pagesDirect streams pages 1..PageCount like pagesSQL, reading those not
-// in wal from s.file and those in wal through SQLite.
+// in wal from s.file and those in wal through SQLite. So do pages past the
+// end of the file without a frame: SQLite's pager reads them as zeros
+// (a WAL database that grew past the pending-byte page before a
+// checkpoint wrote anything beyond it ends before that page).
 func (s *Snapshot) pagesDirect(ctx context.Context, wal pageSet, fn func(pgno uint32, page []byte) error) error {
 	var stmt *sql.Stmt
-	if wal.n > 0 {
-		var err error
-		stmt, err = s.conn.PrepareContext(ctx, "SELECT data FROM sqlite_dbpage WHERE pgno = ?")
-		if err != nil {
-			return wrap(s.path, fmt.Errorf("read pages: %w", explain(err)))
+	defer func() {
+		if stmt != nil {
+			stmt.Close()
 		}
-		defer stmt.Close()
+	}()
+	viaSQL := func(pgno uint32, page []byte) error {
+		if stmt == nil {
+			var err error
+			stmt, err = s.conn.PrepareContext(ctx, "SELECT data FROM sqlite_dbpage WHERE pgno = ?")
+			if err != nil {
+				return wrap(s.path, fmt.Errorf("read pages: %w", explain(err)))
+			}
+		}
+		return s.readPage(ctx, stmt, pgno, page)
 	}
 	ps := s.info.PageSize
 	per := max(1, directBlock/ps)
 	buf := make([]byte, per*ps)
-	count := s.info.PageCount
-	for first := uint32(1); first <= count; first += uint32(per) {
-		n := int(min(uint64(per), uint64(count-first)+1))
+	count := uint64(s.info.PageCount)
+	pending := uint64(pendingByte/ps) + 1
+	// first is 64 bits wide: a count near 2^32 must not wrap around.
+	for first := uint64(1); first <= count; first += uint64(per) {
+		n := int(min(uint64(per), count-first+1))
 		b := buf[:n*ps]
 		got, err := s.file.ReadAt(b, int64(first-1)*int64(ps))
 		if err != nil && err != io.EOF {
@@ -135,16 +162,15 @@ func (s *Snapshot) pagesDirect(ctx context.Context, wal pageSet, fn func(pgno ui
 		}
 		whole := got / ps // pages read in full
 		for i := range n {
-			pgno := first + uint32(i)
+			pgno := uint32(first) + uint32(i)
 			page := b[i*ps : (i+1)*ps]
 			switch {
-			case wal.has(pgno):
-				if err := s.readPage(ctx, stmt, pgno, page); err != nil {
+			case uint64(pgno) == pending:
+				clear(page)
+			case wal.has(pgno) || i >= whole:
+				if err := viaSQL(pgno, page); err != nil {
 					return err
 				}
-			case i >= whole:
-				return wrap(s.path, fmt.Errorf("page %d is beyond the end of the file (%d bytes) and not in the WAL",
-					pgno, int64(first-1)*int64(ps)+int64(got)))
 			}
 			if err := s.emit(ctx, pgno, page, fn); err != nil {
 				return err

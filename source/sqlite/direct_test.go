@@ -1,8 +1,10 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -167,4 +169,90 @@ func TestDirectSymlink(t *testing.T) {
 	if got := contentDigest(t, openRestored(t, img)); got != want {
 		t.Error("restored rows differ")
 	}
+}
+
+// TestPendingBytePage: the page holding SQLite's lock bytes (at 1 GiB) is
+// zeros in the image, as sqlite_dbpage gives it, whether the file holds
+// stale bytes there or ends before it, and pages past the end of the file
+// come through SQLite. The files are sparse: a few MiB on disk.
+func TestPendingBytePage(t *testing.T) {
+	const ps = 4096
+	pending := uint32(pendingByte/ps) + 1
+	// sparseDB makes a rollback-journal database whose header claims
+	// pages pages; the file is truncated (sparse) to that size.
+	sparseDB := func(t *testing.T, pages uint32) string {
+		path := filepath.Join(t.TempDir(), "big.db")
+		db := openRW(t, path, "delete", 1000)
+		mustExec(t, db, `CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB)`)
+		mustExec(t, db, `INSERT INTO t(b) VALUES (randomblob(20000))`)
+		db.Close()
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var hdr [4]byte
+		binary.BigEndian.PutUint32(hdr[:], pages)
+		if _, err := f.WriteAt(hdr[:], 28); err != nil { // in-header database size
+			t.Fatal(err)
+		}
+		if err := f.Truncate(int64(pages) * ps); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	check := func(t *testing.T, path string) {
+		s, err := Open(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if !s.direct {
+			t.Fatal("the database file is not read directly")
+		}
+		var got []byte
+		direct := streamHash(t, func(ctx context.Context, fn func(uint32, []byte) error) error {
+			return s.Pages(ctx, func(pgno uint32, p []byte) error {
+				if pgno == pending {
+					got = bytes.Clone(p)
+				}
+				return fn(pgno, p)
+			})
+		})
+		if viaSQL := streamHash(t, s.pagesSQL); direct != viaSQL {
+			t.Errorf("Pages %s, SQL %s", direct, viaSQL)
+		}
+		if !bytes.Equal(got, make([]byte, ps)) {
+			t.Errorf("pending-byte page %d is not zeros", pending)
+		}
+	}
+
+	t.Run("stale bytes", func(t *testing.T) {
+		path := sparseDB(t, pending+1)
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0xab}, ps), int64(pending-1)*ps); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		check(t, path)
+	})
+	t.Run("file ends before it", func(t *testing.T) {
+		// The file ends just before the pending-byte page; WAL commits
+		// add pages after it that no checkpoint has written yet.
+		path := sparseDB(t, pending-1)
+		db := openRW(t, path, "wal", 1000)
+		mustExec(t, db, `PRAGMA wal_autocheckpoint = 0`)
+		mustExec(t, db, `INSERT INTO t(b) VALUES (randomblob(50000))`)
+		var pages uint32
+		if err := db.QueryRow(`PRAGMA page_count`).Scan(&pages); err != nil {
+			t.Fatal(err)
+		}
+		if pages <= pending {
+			t.Fatalf("page count %d does not pass the pending-byte page %d", pages, pending)
+		}
+		check(t, path)
+	})
 }
