@@ -176,6 +176,7 @@ func (r *Repository) Backup(ctx context.Context, opts BackupOptions) (*Snapshot,
 	for _, d := range databases {
 		a.databases[d] = true
 	}
+	a.dbFiles = databaseFiles(databases)
 	a.progress.StartPhase(PhaseBackup)
 	if opts.Stdin != nil {
 		size, known := streamSize(opts.Stdin)
@@ -336,7 +337,11 @@ type archiver struct {
 	progress *Progress
 	fileCh   chan fileJob
 	// databases are the paths saved as database images.
-	databases  map[string]bool
+	databases map[string]bool
+	// dbFiles are the databases and their -wal, -shm and -journal files
+	// that existed when the backup started, by file system and inode,
+	// each with its database's path (see databaseAlias).
+	dbFiles    map[fileID]string
 	onDatabase func(string, sqlite.Info)
 	class      chunk.Class
 	bufs       sync.Pool // *[]byte chunk copies in flight to the encoders
@@ -662,6 +667,11 @@ type pendingNode struct {
 func (a *archiver) saveEntry(ctx context.Context, p string, info *source.Info, pn *Node) (pendingNode, error) {
 	if info.Type == source.File && a.isDatabase(p) {
 		return a.saveDatabase(ctx, p, info, pn)
+	}
+	if err := a.databaseAlias(p, info); err != nil {
+		a.fileDone(info.Size, 0)
+		a.report(p, err)
+		return pendingNode{skip: true}, nil
 	}
 	node := nodeFromInfo(info)
 	switch info.Type {

@@ -47,6 +47,40 @@ type DatabaseInfo struct {
 // isDatabase reports whether path is one of the databases to snapshot.
 func (a *archiver) isDatabase(p string) bool { return a.databases[p] }
 
+// fileID names a file by its file system and inode.
+type fileID struct{ dev, ino uint64 }
+
+// databaseFiles returns the databases and their -wal, -shm and -journal
+// files that exist, by fileID.
+func databaseFiles(databases []string) map[fileID]string {
+	ids := map[fileID]string{}
+	for _, d := range databases {
+		for _, suf := range []string{"", "-wal", "-shm", "-journal"} {
+			if info, err := source.Lstat(d + suf); err == nil && info.Type == source.File {
+				ids[fileID{info.DeviceID, info.Inode}] = d
+			}
+		}
+	}
+	return ids
+}
+
+// databaseAlias returns an error when p, not itself a database path, is
+// one of the databases or their -wal, -shm or -journal files under another
+// name (a hard link, or a path through a symbolic link to a directory):
+// reading it as a file would copy a database as it is being written, and
+// closing it would drop the POSIX locks SQLite holds on that file for the
+// snapshot's read transaction (closing any descriptor of a file does).
+func (a *archiver) databaseAlias(p string, info *source.Info) error {
+	if info.Type != source.File || len(a.dbFiles) == 0 {
+		return nil
+	}
+	db, ok := a.dbFiles[fileID{info.DeviceID, info.Inode}]
+	if !ok || a.isDatabase(p) {
+		return nil
+	}
+	return fmt.Errorf("not read: the same file as database %s or its -wal, -shm or -journal, which is saved as a page image under its own path (another name for it, such as a hard link, would be a copy taken while it is written)", db)
+}
+
 // isDatabaseSidecar reports whether p is the -wal, -shm or -journal file of
 // a database being snapshotted: the image already holds what they hold as of
 // the transaction, and a copy of them taken later would not belong to it.

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
 	"repo/chunk"
@@ -72,5 +75,53 @@ func TestPipePages(t *testing.T) {
 	}
 	if batches != 2 {
 		t.Errorf("process got %d batches, want none after its error", batches)
+	}
+}
+
+// TestBackupDatabaseAlias: another name for a database being snapshotted
+// (a hard link to it, or to its -shm) is reported and left out instead of
+// being read as a file, which would drop SQLite's locks when closed; the
+// database itself is saved as its image.
+func TestBackupDatabaseAlias(t *testing.T) {
+	r, _ := newTestRepo(t, true)
+	src := t.TempDir()
+	dbPath := filepath.Join(src, "app.db")
+	db := writeDB(t, dbPath, "wal", 50)
+	defer db.Close()
+	if err := os.Mkdir(filepath.Join(src, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for from, to := range map[string]string{"app.db": "sub/link.db", "app.db-shm": "sub/link.shm"} {
+		if err := os.Link(filepath.Join(src, from), filepath.Join(src, to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(src, "sub", "plain.txt"), []byte("plain"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var ec errorCollector
+	sn, err := r.Backup(t.Context(), BackupOptions{Paths: []string{src}, Databases: []string{dbPath},
+		Hostname: "testhost", OnError: ec.onError})
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := []string{filepath.Join(src, "sub", "link.db"), filepath.Join(src, "sub", "link.shm")}
+	if got := ec.paths(); !slices.Equal(got, links) {
+		t.Fatalf("reported %v, want %v", got, links)
+	}
+	for _, l := range links {
+		if err := ec.errs[l]; !strings.Contains(err.Error(), "the same file as database "+dbPath) {
+			t.Errorf("%s: %v", l, err)
+		}
+		if _, _, err := r.FindNode(t.Context(), sn, l); err == nil {
+			t.Errorf("%s is in the snapshot", l)
+		}
+	}
+	n, _, err := r.FindNode(t.Context(), sn, dbPath)
+	if err != nil || n.Database == nil {
+		t.Fatalf("database node %+v, %v", n, err)
+	}
+	if _, _, err := r.FindNode(t.Context(), sn, filepath.Join(src, "sub", "plain.txt")); err != nil {
+		t.Errorf("plain file: %v", err)
 	}
 }
