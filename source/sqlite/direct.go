@@ -67,8 +67,8 @@ type pageSet struct {
 	n    int // members
 }
 
-func newPageSet(max uint32) pageSet {
-	return pageSet{bits: make([]uint64, max/64+1)}
+func newPageSet(n uint32) pageSet {
+	return pageSet{bits: make([]uint64, n/64+1)}
 }
 
 func (p *pageSet) add(pgno uint32) {
