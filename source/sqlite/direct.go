@@ -85,8 +85,9 @@ func (p *pageSet) has(pgno uint32) bool {
 
 // walPages returns the pages 1..PageCount that have a frame in the -wal
 // file, valid or not (see above); no -wal file means none. ok is false
-// when the file cannot be read: then nothing can be read directly.
-func (s *Snapshot) walPages() (set pageSet, ok bool) {
+// when the file cannot be read, or when more than max pages have a frame
+// (the scan stops there).
+func (s *Snapshot) walPages(max uint32) (set pageSet, ok bool) {
 	set = newPageSet(s.info.PageCount)
 	f, err := os.Open(s.walPath)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -115,6 +116,9 @@ func (s *Snapshot) walPages() (set pageSet, ok bool) {
 		}
 		if pgno := binary.BigEndian.Uint32(hdr[:]); pgno >= 1 && pgno <= s.info.PageCount {
 			set.add(pgno)
+			if uint32(set.n) > max {
+				return set, false
+			}
 		}
 	}
 	return set, true

@@ -111,7 +111,7 @@ func TestDirectMatchesSQL(t *testing.T) {
 		if !s.direct {
 			t.Fatal("the database file is not read directly")
 		}
-		wal, ok := s.walPages()
+		wal, ok := s.walPages(s.info.PageCount)
 		if !ok || wal.n == 0 {
 			t.Fatalf("WAL pages: %d, ok %v; want some", wal.n, ok)
 		}

@@ -16,8 +16,8 @@
 //
 //	SELECT data FROM sqlite_dbpage WHERE pgno = ?
 //
-// on the same connection (see direct.go for why that is exact). When a
-// quarter or more of the pages have a frame, or SQLite's file is not the
+// on the same connection (see direct.go for why that is exact). When more
+// than a quarter of the pages have a frame, or SQLite's file is not the
 // one Open opened, it streams them all with
 //
 //	SELECT pgno, data FROM sqlite_dbpage ORDER BY pgno

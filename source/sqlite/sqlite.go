@@ -348,10 +348,11 @@ func (s *Snapshot) Pages(ctx context.Context, fn func(pgno uint32, page []byte) 
 		return wrap(s.path, errors.New("snapshot is closed"))
 	}
 	if s.direct && s.info.PageCount > 0 {
-		// A page that may be in the WAL costs one query; beyond a quarter
-		// of the pages one stream of them all is cheaper. A WAL we cannot
-		// read (SQLite could) leaves it all to SQLite too.
-		if wal, ok := s.walPages(); ok && uint64(wal.n)*4 <= uint64(s.info.PageCount) {
+		// A page that may be in the WAL costs one query: when more than
+		// a quarter of the pages have a frame, one stream of them all is
+		// cheaper. Then, and when the WAL cannot be read (SQLite could),
+		// all pages come through SQLite.
+		if wal, ok := s.walPages(s.info.PageCount / 4); ok {
 			return s.pagesDirect(ctx, wal, fn)
 		}
 	}
