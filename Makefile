@@ -54,7 +54,7 @@ man: build
 # restic and borg in one run (needs $(BENCH_SHARED) and its data), a CPU
 # profile of a first backup with per-core load, and the 10-million-blob
 # index. Tables go to bench/results/.
-bench: build bench-go bench-tools bench-cpu bench-bigindex
+bench: build bench-go bench-tools bench-floor bench-cpu bench-bigindex
 
 # Per-core load and CPU share per pipeline stage of one first backup of
 # the shared files/ dataset (scripts/cpu-profile.sh).
@@ -73,6 +73,19 @@ bench-tools: build
 
 clean:
 	rm -rf bin demo
+
+# What this machine allows at best on the shared files/ dataset, to read
+# the tools' times against (internal/floor): the first-backup stages
+# (read, chunk, hash, compress, seal) on every core with nothing written,
+# and a plain copy of the tree after deleting the previous copy, as the
+# harness deletes the previous restore.
+BENCH_DATA ?= /tmp/bench/data
+.PHONY: bench-floor
+bench-floor:
+	$(GO) build -o bin/floor ./internal/floor/cmd/floor
+	@mkdir -p bench/results
+	find $(BENCH_DATA)/files -type f -exec cat {} + >/dev/null
+	bash -o pipefail -c 'bin/floor -work $$(dirname $(BENCH_DATA)) $(BENCH_DATA)/files | tee bench/results/floor-$$(date +%Y%m%dT%H%M%S).txt'
 
 # The index cache against a synthetic repository of BIGINDEX_BLOBS index
 # entries: peak RSS and time of a backup with a cold cache, with a warm
