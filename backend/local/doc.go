@@ -19,6 +19,10 @@
 // may then both succeed, the later one replacing the earlier, which is
 // harmless for content-addressed objects.
 //
+// On Linux, packs of 1 MiB or more are written, and ranges of 1 MiB or
+// more read, with O_DIRECT, bypassing the page cache (see copyDirect and
+// directReader); a file system that refuses it gets the cached path.
+//
 // Objects are read-only files; removing one needs only write permission on
 // its directory. A full disk (ENOSPC, EDQUOT) and denied access are
 // permanent errors.

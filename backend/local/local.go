@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"repo/backend"
 )
@@ -223,11 +224,15 @@ func (b *Backend) save(ctx context.Context, h backend.Handle, rd backend.RewindR
 	if err := rd.Rewind(); err != nil {
 		return err
 	}
-	var w io.Writer = f
-	if hookWrite != nil {
-		w = &hookedWriter{f: f, h: h}
+	var n int64
+	switch {
+	case hookWrite != nil:
+		n, err = copyCtx(ctx, &hookedWriter{f: f, h: h}, rd)
+	case h.Type == backend.PackFile && rd.Length() >= directMin && setDirect(f, true) == nil:
+		n, err = copyDirect(ctx, f, rd)
+	default:
+		n, err = copyCtx(ctx, f, rd)
 	}
-	n, err := copyCtx(ctx, w, rd)
 	if err != nil {
 		return classify(err)
 	}
@@ -328,6 +333,95 @@ func linkUnsupported(err error) bool {
 	return false
 }
 
+// Packs are written with direct I/O (O_DIRECT), past the page cache: the
+// kernel then moves the bytes to the disk from our buffer instead of
+// copying them into cache pages first. On the benchmark machine that took
+// writing a first backup's 650 MB of packs from about 0.76 s of CPU to
+// about 0.1 s; Save makes every pack durable with fsync before publishing
+// it anyway, so the cache held nothing a write would wait less for, and a
+// backup no longer pushes the user's files out of the cache with packs it
+// will not read again soon. Other objects are small and written through
+// the cache.
+const (
+	// directMin is the smallest pack written with direct I/O.
+	directMin = 1 << 20
+	// dioAlign is the alignment direct I/O needs of buffer addresses,
+	// lengths and file offsets here: the page size, a multiple of every
+	// common logical block size. A file system that needs more refuses the
+	// first write, and the copy goes on through the cache.
+	dioAlign = 4096
+)
+
+// directBufs holds copyStep buffers aligned to dioAlign, for copyDirect
+// and directReader.
+var directBufs = sync.Pool{New: func() any {
+	b := make([]byte, copyStep+dioAlign)
+	if off := int(uintptr(unsafe.Pointer(&b[0])) & (dioAlign - 1)); off != 0 {
+		b = b[dioAlign-off:]
+	}
+	b = b[:copyStep:copyStep]
+	return &b
+}}
+
+// writeDirect and readDirectAt are the writes and reads made with
+// O_DIRECT set; tests replace them to refuse one.
+var (
+	writeDirect  = (*os.File).Write
+	readDirectAt = (*os.File).ReadAt
+)
+
+// copyDirect copies rd to f, a new empty file with O_DIRECT set, checking
+// ctx before each step, and returns how many bytes were written. Every
+// write but the last is copyStep bytes; the last is padded with zeros to a
+// multiple of dioAlign, and the file is then truncated to the bytes read.
+// If the first write is refused (EINVAL: the file system wants another
+// alignment), O_DIRECT is cleared and the copy goes on through the cache.
+func copyDirect(ctx context.Context, f *os.File, rd io.Reader) (int64, error) {
+	bufp := directBufs.Get().(*[]byte)
+	defer directBufs.Put(bufp)
+	buf := *bufp
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		n, rerr := io.ReadFull(rd, buf)
+		if n > 0 {
+			padded := (n + dioAlign - 1) &^ (dioAlign - 1)
+			clear(buf[n:padded])
+			_, err := writeDirect(f, buf[:padded])
+			if err != nil && total == 0 && errors.Is(err, syscall.EINVAL) {
+				if err := setDirect(f, false); err != nil {
+					return 0, err
+				}
+				if _, err := f.Write(buf[:n]); err != nil {
+					return 0, err
+				}
+				if rerr != nil {
+					return int64(n), nil
+				}
+				rest, err := copyCtx(ctx, f, rd)
+				return int64(n) + rest, err
+			}
+			if err != nil {
+				return total, err
+			}
+			total += int64(n)
+			if padded != n {
+				if err := f.Truncate(total); err != nil {
+					return total, err
+				}
+			}
+		}
+		switch {
+		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
+			return total, nil
+		case rerr != nil:
+			return total, fmt.Errorf("read: %w", rerr)
+		}
+	}
+}
+
 // copyCtx copies rd to w in steps of copyStep bytes, checking ctx before
 // each, and returns how many bytes were written.
 func copyCtx(ctx context.Context, w io.Writer, rd io.Reader) (int64, error) {
@@ -373,6 +467,15 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, length int, offset
 		return fmt.Errorf("load %v: %w", h, notExist(err))
 	}
 	defer f.Close() // read-only: Close cannot lose data
+	if length >= directMin && setDirect(f, true) == nil {
+		// A large range (a restore's run of blobs, a pack being checked)
+		// is read past the page cache, as packs are written: see
+		// directReader.
+		bufp := directBufs.Get().(*[]byte)
+		defer directBufs.Put(bufp)
+		r := &directReader{f: f, pos: offset, end: offset + int64(length), buf: *bufp}
+		return fn(backend.ContextReader(ctx, r))
+	}
 	if offset > 0 {
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
 			return fmt.Errorf("load %v: %w", h, err)
@@ -383,6 +486,70 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, length int, offset
 		r = io.LimitReader(f, int64(length))
 	}
 	return fn(backend.ContextReader(ctx, r))
+}
+
+// directReader reads bytes pos to end of f, which has O_DIRECT set, through
+// an aligned buffer: each read covers whole dioAlign blocks around the
+// range, and only the range is handed out. Reading a pack the cache does
+// not hold (every pack, once they are written past it) then costs no
+// cache pages, which on the benchmark machine cost about as much CPU as
+// on the write side. A read refused with EINVAL (another alignment)
+// clears O_DIRECT, and the rest is read through the cache.
+type directReader struct {
+	f        *os.File
+	pos, end int64  // next byte to hand out; end of the range
+	buf      []byte // aligned to dioAlign, a multiple of it long
+	data     []byte // bytes of buf not handed out yet
+	buffered bool   // O_DIRECT was cleared
+}
+
+func (r *directReader) Read(p []byte) (int, error) {
+	if r.pos >= r.end {
+		return 0, io.EOF
+	}
+	if len(r.data) == 0 {
+		if err := r.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	r.pos += int64(n)
+	return n, nil
+}
+
+// fill reads the next bytes of the range into buf; io.EOF at the end of
+// the file.
+func (r *directReader) fill() error {
+	start, skip := r.pos, 0
+	want := min(int64(len(r.buf)), r.end-r.pos)
+	if !r.buffered {
+		start = r.pos &^ (dioAlign - 1)
+		skip = int(r.pos - start)
+		end := (r.end + dioAlign - 1) &^ (dioAlign - 1)
+		want = min(int64(len(r.buf)), end-start)
+	}
+	read := readDirectAt
+	if r.buffered {
+		read = (*os.File).ReadAt
+	}
+	n, err := read(r.f, r.buf[:want], start)
+	if n == 0 && errors.Is(err, syscall.EINVAL) && !r.buffered {
+		if err := setDirect(r.f, false); err != nil {
+			return err
+		}
+		r.buffered = true
+		return r.fill()
+	}
+	if n <= skip {
+		if err == nil || errors.Is(err, io.EOF) {
+			return io.EOF
+		}
+		return err
+	}
+	// Bytes past the range were read only for the alignment.
+	r.data = r.buf[skip:min(n, skip+int(r.end-r.pos))]
+	return nil
 }
 
 // Stat returns the size of h.
