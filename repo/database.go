@@ -129,24 +129,18 @@ func (a *archiver) saveDatabase(ctx context.Context, p string, info *source.Info
 	}
 	var pagesNew uint32
 	known := make([]bool, pageBatchPages)
+	store := make([]bool, pageBatchPages)
 	process := func(batch []byte, ids []chunk.ID) error {
 		ps := di.PageSize
-		// Most pages of a database backed up before are stored: one
-		// cache transaction answers for the batch, and only the others
-		// go through Reserve.
+		// One cache transaction answers for the batch, and one lock
+		// reserves the new pages among the rest.
 		if err := a.s.KnownMany(index.DataBlob, ids, known[:len(ids)]); err != nil {
 			return err
 		}
+		a.s.ReserveMany(index.DataBlob, ids, known[:len(ids)], store[:len(ids)])
 		for i, id := range ids {
 			page := batch[i*ps : (i+1)*ps]
-			store := false
-			if !known[i] {
-				var err error
-				if store, err = a.s.Reserve(index.DataBlob, id); err != nil {
-					return err
-				}
-			}
-			if store {
+			if store[i] {
 				pagesNew++
 				bp := a.buf(len(page))
 				copy(*bp, page)

@@ -82,6 +82,42 @@ func TestSaverDedup(t *testing.T) {
 	}
 }
 
+// TestSaverReserveMany: after KnownMany, ReserveMany picks each new blob
+// once, within a batch and across batches, and never an indexed one or one
+// this Saver stores already.
+func TestSaverReserveMany(t *testing.T) {
+	r, _ := newTestRepo(t, false)
+	indexed := saveBlobs(t, r, index.DataBlob, []byte("already indexed"))[0]
+	s := r.NewSaver(t.Context())
+	pending := chunk.Hash([]byte("reserved"))
+	if ok, err := s.Reserve(index.DataBlob, pending); err != nil || !ok {
+		t.Fatalf("reserve: %v, %v", ok, err)
+	}
+	a, b := chunk.Hash([]byte("a")), chunk.Hash([]byte("b"))
+	ids := []chunk.ID{a, indexed, b, a, pending, b}
+	known, store := make([]bool, len(ids)), make([]bool, len(ids))
+	if err := s.KnownMany(index.DataBlob, ids, known); err != nil {
+		t.Fatal(err)
+	}
+	s.ReserveMany(index.DataBlob, ids, known, store)
+	if want := []bool{true, false, true, false, false, false}; !slices.Equal(store, want) {
+		t.Errorf("store = %v, want %v", store, want)
+	}
+	// The same ids again, as the next batch of a stream would have them:
+	// nothing is stored twice.
+	if err := s.KnownMany(index.DataBlob, ids, known); err != nil {
+		t.Fatal(err)
+	}
+	s.ReserveMany(index.DataBlob, ids, known, store)
+	if slices.Contains(store, true) {
+		t.Errorf("second batch: store = %v, want all false", store)
+	}
+	// Known is false for nothing stored yet.
+	if ok, err := s.Known(index.DataBlob, chunk.Hash([]byte("c"))); err != nil || ok {
+		t.Errorf("known of a new blob: %v, %v", ok, err)
+	}
+}
+
 func TestSaverReserveConcurrent(t *testing.T) {
 	r, _ := newTestRepo(t, false)
 	indexed := saveBlobs(t, r, index.DataBlob, []byte("already indexed"))[0]
