@@ -1,13 +1,13 @@
 // Package floor measures what this machine allows a backup tool at best,
 // as the floor beside which `make bench` reads the tools' times:
 //
-//   - Stages times the irreducible steps of a first backup of a tree, each
-//     on one core over the whole data, with repo's own code and settings:
-//     read the files, cut them (FileClass), hash every chunk (BLAKE3),
-//     compress it as the default codec does (zstd fastest, random-looking
-//     chunks skipped) and seal it (XChaCha20-Poly1305). Their sum over the
-//     cores is the wall time of a perfect pipeline that writes nothing,
-//     builds no trees or index and derives no key.
+//   - Stages times the irreducible steps of a first backup of a tree with
+//     one worker per core, with repo's own code and settings: read the
+//     files, cut them (FileClass), hash every chunk (BLAKE3), compress it
+//     as the default codec does (zstd fastest, random-looking chunks
+//     skipped) and seal it (XChaCha20-Poly1305). Its wall time is that of
+//     a pipeline that writes nothing, builds no trees or index and derives
+//     no key.
 //   - CopyTree copies a tree with a number of workers, one read and one
 //     write per file: the floor of any restore of that tree into the same
 //     file system, which must create the same files and write the same
@@ -39,8 +39,8 @@ import (
 // not depend on which one a repository drew.
 const pol chunk.Pol = 0x3DA3358B4DC173
 
-// StageTimes is what Stages measured: one core's time per stage and the
-// sizes it saw.
+// StageTimes is what Stages measured: the time per stage summed over the
+// workers, the elapsed time, and the sizes seen.
 type StageTimes struct {
 	Files  int
 	Chunks int
@@ -56,8 +56,8 @@ func (s StageTimes) Total() time.Duration {
 	return s.Read + s.Chunk + s.Hash + s.Compress + s.Seal
 }
 
-// copySealer stands in for the sealer while compression is timed, so that
-// sealing is timed on its own afterwards.
+// copySealer stands in for the codec's sealer, so that its Encode times
+// compression alone and sealing is timed as a step of its own.
 type copySealer struct{}
 
 func (copySealer) Seal(dst, p []byte) []byte { return append(dst, p...) }
